@@ -1,0 +1,234 @@
+"""Adaptive micro-batching on an asyncio loop, with a bounded queue and per-request deadlines.
+
+``lanes`` batches run at once, each in its own thread (ORT releases the GIL). A lane that is free takes
+everything queued for the same model, up to ``max_batch_size`` rows, at once: at low load a request runs
+alone with no added wait; under load the queue that builds up while the lanes are busy becomes the next
+batch. ``max_wait_ms`` > 0 additionally holds a lone request briefly hoping for company (off by default:
+on CPU, batching gains little per row and the wait is pure latency).
+
+Load shedding: a request is refused at once with :class:`Overloaded` (-> 503 + Retry-After) when the queue
+holds ``max_queue`` rows already, or when the estimated wait exceeds its deadline; a queued request whose
+deadline passes before a lane reaches it is failed the same way. Requests are never silently dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import math
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .errors import ConfigError, Overloaded
+
+log = logging.getLogger(__name__)
+
+
+class BatchModel(Protocol):
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    max_wait_ms: float = 0.0
+    max_queue: int = 256  # rows waiting, not counting the batches running
+    lanes: int = 2
+    timeout_s: float = 10.0  # default per-request deadline
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if self.max_queue < 1:
+            raise ConfigError(f"max_queue must be >= 1, got {self.max_queue}")
+        if self.lanes < 1:
+            raise ConfigError(f"lanes must be >= 1, got {self.lanes}")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0:
+            raise ConfigError("max_wait_ms must be >= 0 and timeout_s > 0")
+
+
+@dataclass
+class _Request:
+    model: BatchModel
+    rows: np.ndarray
+    deadline: float
+    future: asyncio.Future[np.ndarray]
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
+
+
+class MicroBatcher:
+    def __init__(self, config: BatchingConfig, *, on_batch: BatchObserver | None = None):
+        self.config = config
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._queued_rows = 0
+        self._wakeup: asyncio.Event | None = None
+        self._lanes: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(max_workers=config.lanes, thread_name_prefix="ort-lane")
+        self._on_batch = on_batch
+        self._row_seconds = 0.0  # EWMA of inference seconds per row, for wait estimates
+        self._running = 0
+        self._closed = False
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._lanes:
+            return
+        self._wakeup = asyncio.Event()
+        self._lanes = [asyncio.create_task(self._lane(i), name=f"batch-lane-{i}") for i in range(self.config.lanes)]
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in self._lanes:
+            task.cancel()
+        for task in self._lanes:
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._lanes = []
+        while self._queue:
+            req = self._queue.popleft()
+            if not req.future.done():
+                req.future.set_exception(Overloaded("the server is shutting down", retry_after=1.0))
+        self._queued_rows = 0
+        self._executor.shutdown(wait=True)
+
+    # ---- observability -----------------------------------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        return self._queued_rows
+
+    @property
+    def running_batches(self) -> int:
+        return self._running
+
+    def retry_after(self) -> float:
+        """Seconds until the current queue should have drained (at least 1)."""
+        est = self._queued_rows * self._row_seconds / self.config.lanes
+        return float(max(1, math.ceil(est)))
+
+    # ---- submit ------------------------------------------------------------------------------------
+    async def submit(self, model: BatchModel, rows: np.ndarray, *, timeout_s: float | None = None) -> np.ndarray:
+        """Queue ``rows`` (N >= 1 preprocessed inputs for ``model``) and await their outputs."""
+        if self._closed or not self._lanes:
+            raise Overloaded("the inference queue is not running", retry_after=1.0)
+        n = int(rows.shape[0])
+        if n < 1:
+            raise ValueError("rows must hold at least one input")
+        if self._queued_rows + n > self.config.max_queue:
+            raise Overloaded(
+                f"the inference queue is full ({self._queued_rows} waiting), retry later",
+                retry_after=self.retry_after(),
+            )
+        timeout = self.config.timeout_s if timeout_s is None else timeout_s
+        est_wait = (self._queued_rows + n) * self._row_seconds / self.config.lanes
+        if self._row_seconds and est_wait > timeout:
+            raise Overloaded(
+                f"estimated wait {est_wait:.2f}s exceeds the request deadline {timeout:.2f}s",
+                retry_after=self.retry_after(),
+            )
+        loop = asyncio.get_running_loop()
+        req = _Request(model, rows, time.perf_counter() + timeout, loop.create_future())
+        self._queue.append(req)
+        self._queued_rows += n
+        assert self._wakeup is not None
+        self._wakeup.set()
+        return await req.future
+
+    # ---- lanes -------------------------------------------------------------------------------------
+    def _take_batch(self) -> list[_Request]:
+        """Pop requests for the head's model, up to max_batch_size rows; fail the ones past deadline."""
+        now = time.perf_counter()
+        batch: list[_Request] = []
+        rows = 0
+        model = None
+        skipped: list[_Request] = []
+        while self._queue:
+            req = self._queue[0]
+            if req.future.done():  # client went away
+                self._queue.popleft()
+                self._queued_rows -= req.rows.shape[0]
+                continue
+            if req.deadline < now:
+                self._queue.popleft()
+                self._queued_rows -= req.rows.shape[0]
+                req.future.set_exception(
+                    Overloaded("the request waited past its deadline in the queue", retry_after=self.retry_after())
+                )
+                continue
+            if model is None:
+                model = req.model
+            if req.model is not model:  # a request for another model version waits for the next batch
+                skipped.append(self._queue.popleft())
+                continue
+            n = req.rows.shape[0]
+            if batch and rows + n > self.config.max_batch_size:
+                break
+            self._queue.popleft()
+            self._queued_rows -= n
+            batch.append(req)
+            rows += n
+            if rows >= self.config.max_batch_size:
+                break
+        self._queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _lane(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._wakeup is not None
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self.config.max_wait_ms > 0 and self._queued_rows < self.config.max_batch_size:
+                oldest = self._queue[0].enqueued
+                delay = oldest + self.config.max_wait_ms / 1e3 - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            batch = self._take_batch()
+            if not batch:
+                continue
+            if self._queue:  # let another idle lane pick up the rest at once
+                self._wakeup.set()
+            await self._run(loop, batch)
+
+    async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
+        model = batch[0].model
+        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
+        n = inputs.shape[0]
+        started = time.perf_counter()
+        max_wait = started - min(r.enqueued for r in batch)
+        self._running += 1
+        try:
+            outputs = await loop.run_in_executor(self._executor, model.predict, inputs)
+        except Exception as exc:  # a model failure fails this batch only, with the real reason logged
+            log.exception("inference failed for a batch of %d rows", n)
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(exc)
+            return
+        finally:
+            self._running -= 1
+        elapsed = time.perf_counter() - started
+        per_row = elapsed / n
+        self._row_seconds = per_row if not self._row_seconds else 0.8 * self._row_seconds + 0.2 * per_row
+        offset = 0
+        for req in batch:
+            k = req.rows.shape[0]
+            if not req.future.done():
+                req.future.set_result(outputs[offset : offset + k])
+            offset += k
+        if self._on_batch is not None:
+            try:
+                self._on_batch(model, n, elapsed, max_wait)
+            except Exception:
+                log.exception("batch observer failed")

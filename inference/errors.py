@@ -1,0 +1,73 @@
+"""One error base for the whole project: message + HTTP status + gRPC code, mapped once at each edge."""
+
+from __future__ import annotations
+
+
+class ImgServeError(Exception):
+    """Base error. ``message`` is safe to show to a client (no paths, no reprs)."""
+
+    http_status: int = 500
+    grpc_code: str = "INTERNAL"  # name of a grpc.StatusCode member
+    error_type: str = "internal_error"
+
+    def __init__(self, message: str, *, http_status: int | None = None, retry_after: float | None = None):
+        super().__init__(message)
+        self.message = message
+        if http_status is not None:
+            self.http_status = http_status
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, str]:
+        return {"error": self.message, "type": self.error_type}
+
+
+class InvalidInput(ImgServeError):
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    error_type = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    http_status = 413
+    error_type = "payload_too_large"
+
+
+class UnsupportedMediaType(InvalidInput):
+    http_status = 415
+    error_type = "unsupported_media_type"
+
+
+class NotFound(ImgServeError):
+    http_status = 404
+    grpc_code = "NOT_FOUND"
+    error_type = "not_found"
+
+
+class Overloaded(ImgServeError):
+    """The server is shedding load; the client should retry after ``retry_after`` seconds."""
+
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    error_type = "overloaded"
+
+    def __init__(self, message: str = "server is overloaded, retry later", *, retry_after: float = 1.0):
+        super().__init__(message, retry_after=retry_after)
+
+
+class NotReady(ImgServeError):
+    http_status = 503
+    grpc_code = "UNAVAILABLE"
+    error_type = "not_ready"
+
+
+class RegistryError(ImgServeError):
+    http_status = 500
+    error_type = "registry_error"
+
+
+class ConfigError(ImgServeError):
+    """A setting or argument is wrong; the message says how to fix it."""
+
+    http_status = 400
+    grpc_code = "INVALID_ARGUMENT"
+    error_type = "config_error"

@@ -1,0 +1,118 @@
+"""The one runtime class: an ONNX Runtime session for a registered classifier."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import InvalidInput, RegistryError
+from .metadata import ModelCard
+from .preprocess import normalize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """ORT threading. One intra-op thread per session and several sessions (or lanes) in parallel is
+    usually fastest for small CNNs on few cores; spinning threads burn CPU that the other lanes need."""
+
+    intra_op_threads: int = 1
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    graph_optimization: str = "all"  # disable | basic | extended | all
+
+    def build(self) -> ort.SessionOptions:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = max(0, int(self.intra_op_threads))
+        so.inter_op_num_threads = max(0, int(self.inter_op_threads))
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.graph_optimization_level = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[self.graph_optimization]
+        spin = "1" if self.allow_spinning else "0"
+        so.add_session_config_entry("session.intra_op.allow_spinning", spin)
+        so.add_session_config_entry("session.inter_op.allow_spinning", spin)
+        return so
+
+
+class OnnxClassifier:
+    """A loaded model: ``predict(float32 NHWC) -> probabilities``. Thread-safe (ORT ``run`` is)."""
+
+    def __init__(self, session: ort.InferenceSession, card: ModelCard, variant: str, path: Path):
+        self.session = session
+        self.card = card
+        self.variant = variant
+        self.path = path
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        shape = session.get_inputs()[0].shape
+        expected = card.preprocessing.shape
+        fixed = tuple(d if isinstance(d, int) else -1 for d in shape[1:])
+        if len(fixed) != 3 or any(f not in (-1, e) for f, e in zip(fixed, expected, strict=True)):
+            raise RegistryError(
+                f"model input shape {list(shape)} does not match metadata preprocessing {list(expected)}"
+            )
+        self._outputs_softmax = bool(card.export.get("outputs_probabilities", True))
+
+    @classmethod
+    def load(
+        cls, path: str | Path, card: ModelCard, variant: str = "fp32", options: SessionOptions | None = None
+    ) -> OnnxClassifier:
+        path = Path(path)
+        if not path.is_file():
+            raise RegistryError(f"model file for variant {variant!r} of {card.name} v{card.version} is missing")
+        t0 = time.perf_counter()
+        session = ort.InferenceSession(
+            str(path), sess_options=(options or SessionOptions()).build(), providers=["CPUExecutionProvider"]
+        )
+        model = cls(session, card, variant, path)
+        log.info("loaded %s v%s (%s) in %.0f ms", card.name, card.version, variant, 1e3 * (time.perf_counter() - t0))
+        return model
+
+    @property
+    def label(self) -> str:
+        return f"{self.card.name}:{self.card.version}:{self.variant}"
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NHWC batch (already normalised) -> float32 probabilities [N, C]."""
+        if batch.dtype != np.float32:
+            batch = batch.astype(np.float32)
+        (out,) = self.session.run([self.output_name], {self.input_name: batch})
+        out = np.asarray(out, dtype=np.float32)
+        if not self._outputs_softmax:
+            out = softmax(out)
+        return out
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 NHWC pixels (already resized) -> probabilities."""
+        if pixels.dtype != np.uint8:
+            raise InvalidInput(f"pixels must be uint8, got {pixels.dtype}")
+        return self.predict(normalize(pixels, self.card.preprocessing))
+
+    def warmup(self, batch_sizes: tuple[int, ...] = (1, 2, 8)) -> None:
+        """Run a few dummy batches so the first real request does not pay for lazy initialisation."""
+        h, w, c = self.card.preprocessing.shape
+        for n in batch_sizes:
+            self.predict(np.zeros((n, h, w, c), dtype=np.float32))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs: np.ndarray, labels: tuple[str, ...], k: int) -> list[list[dict[str, float | str]]]:
+    """Per row, the ``k`` most likely labels with scores, best first."""
+    k = max(1, min(int(k), probs.shape[-1]))
+    idx = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return [[{"label": labels[j], "score": float(row[j])} for j in order] for row, order in zip(probs, idx, strict=True)]

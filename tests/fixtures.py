@@ -1,0 +1,89 @@
+"""Tiny real models for tests: ONNX graphs built with onnx.helper and registered in a temp registry."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from inference.metadata import ModelCard, Preprocessing, TensorSpec
+from inference.registry import Registry
+
+
+def tiny_onnx_bytes(height: int, width: int, channels: int, classes: int, seed: int) -> bytes:
+    """A linear classifier + softmax over the flattened NHWC input, dynamic batch, opset 17."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    features = height * width * channels
+    weights = rng.normal(0, 0.05, size=(features, classes)).astype(np.float32)
+    bias = rng.normal(0, 0.1, size=(classes,)).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["input", "flat_shape"], ["flat"]),
+            helper.make_node("MatMul", ["flat", "W"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", height, width, channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
+        initializer=[
+            numpy_helper.from_array(np.array([-1, features], dtype=np.int64), "flat_shape"),
+            numpy_helper.from_array(weights, "W"),
+            numpy_helper.from_array(bias, "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def tiny_card(name: str = "tiny", height: int = 28, width: int = 28, channels: int = 1, classes: int = 10) -> ModelCard:
+    return ModelCard(
+        name=name,
+        version=0,
+        labels=tuple(f"class_{i}" for i in range(classes)),
+        preprocessing=Preprocessing(height=height, width=width, channels=channels),
+        inputs=(TensorSpec("input", "float32", (-1, height, width, channels)),),
+        outputs=(TensorSpec("probabilities", "float32", (-1, classes)),),
+        architecture="tiny-linear",
+    )
+
+
+def register_tiny(
+    registry: Registry, name: str = "tiny", *, seed: int = 0, height: int = 28, width: int = 28,
+    channels: int = 1, classes: int = 10, promote: bool = False,
+) -> ModelCard:
+    """Register a tiny model version (fp32 and 'int8' files hold the same graph) and return its card."""
+    data = tiny_onnx_bytes(height, width, channels, classes, seed)
+    with registry.stage(name) as staged:
+        (staged / "model.onnx").write_bytes(data)
+        (staged / "model.int8.onnx").write_bytes(data)
+        card = registry.register(staged, tiny_card(name, height, width, channels, classes))
+    if promote:
+        registry.promote(name, card.version, reason="test")
+    return card
+
+
+def encode_image(image: Image.Image, fmt: str = "PNG", **save_kwargs: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save_kwargs)
+    return buf.getvalue()
+
+
+def sample_image(size: tuple[int, int] = (64, 48), mode: str = "RGB", seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    channels = {"L": 1, "RGB": 3, "RGBA": 4}[mode]
+    arr = rng.integers(0, 256, size=(size[1], size[0], channels), dtype=np.uint8)
+    return Image.fromarray(arr[:, :, 0] if channels == 1 else arr, mode)
+
+
+def write_registry(root: Path, **kwargs: object) -> Registry:
+    registry = Registry(root)
+    register_tiny(registry, **kwargs)  # type: ignore[arg-type]
+    return registry

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from inference.batcher import BatchingConfig, MicroBatcher
+from inference.errors import ConfigError, Overloaded
+
+
+class SlowDouble:
+    """Doubles its input after a delay; records batch sizes."""
+
+    def __init__(self, delay: float = 0.0):
+        self.delay = delay
+        self.sizes: list[int] = []
+        self.lock = threading.Lock()
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.sizes.append(batch.shape[0])
+        time.sleep(self.delay)
+        return batch * 2
+
+
+def run(coro):  # noqa: ANN001, ANN201
+    return asyncio.run(coro)
+
+
+def test_lone_request_runs_alone_without_waiting() -> None:
+    async def main() -> float:
+        b = MicroBatcher(BatchingConfig(max_batch_size=8, lanes=1))
+        b.start()
+        model = SlowDouble()
+        t0 = time.perf_counter()
+        out = await b.submit(model, np.ones((1, 2), np.float32))
+        elapsed = time.perf_counter() - t0
+        await b.close()
+        assert (out == 2).all() and model.sizes == [1]
+        return elapsed
+
+    assert run(main()) < 0.5
+
+
+def test_requests_queued_while_busy_form_one_batch_and_results_route_back() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=16, lanes=1))
+        b.start()
+        model = SlowDouble(delay=0.05)
+        rows = [np.full((1, 2), i, np.float32) for i in range(10)]
+        first = asyncio.create_task(b.submit(model, rows[0]))
+        await asyncio.sleep(0.01)  # the lane is now busy with the first request alone
+        outs = [await first, *await asyncio.gather(*(b.submit(model, r) for r in rows[1:]))]
+        await b.close()
+        for i, out in enumerate(outs):
+            assert (out == 2 * i).all()
+        assert model.sizes == [1, 9]
+
+    run(main())
+
+
+def test_max_batch_size_is_respected_with_multi_row_requests() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=4, lanes=1, max_queue=100))
+        b.start()
+        model = SlowDouble(delay=0.01)
+        outs = await asyncio.gather(*(b.submit(model, np.full((3, 1), i, np.float32)) for i in range(6)))
+        await b.close()
+        assert max(model.sizes) <= 4
+        assert [o.shape for o in outs] == [(3, 1)] * 6
+        assert all((o == 2 * i).all() for i, o in enumerate(outs))
+
+    run(main())
+
+
+def test_full_queue_sheds_with_overloaded() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=1, lanes=1, max_queue=2))
+        b.start()
+        model = SlowDouble(delay=0.1)
+        results = await asyncio.gather(
+            *(b.submit(model, np.ones((1, 1), np.float32)) for _ in range(8)), return_exceptions=True
+        )
+        await b.close()
+        shed = [r for r in results if isinstance(r, Overloaded)]
+        ok = [r for r in results if isinstance(r, np.ndarray)]
+        assert len(shed) >= 4 and len(ok) >= 2 and len(shed) + len(ok) == 8
+        assert all(e.retry_after >= 1 for e in shed)
+
+    run(main())
+
+
+def test_deadline_passed_in_queue_is_shed() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=1, lanes=1, max_queue=10))
+        b.start()
+        model = SlowDouble(delay=0.2)
+        results = await asyncio.gather(
+            *(b.submit(model, np.ones((1, 1), np.float32), timeout_s=0.1) for _ in range(3)), return_exceptions=True
+        )
+        await b.close()
+        assert isinstance(results[0], np.ndarray)
+        assert any(isinstance(r, Overloaded) for r in results[1:])
+
+    run(main())
+
+
+def test_requests_for_different_models_are_not_mixed() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=16, lanes=1))
+        b.start()
+        old, new = SlowDouble(delay=0.05), SlowDouble(delay=0.05)
+        await asyncio.gather(*(b.submit(old if i % 2 else new, np.ones((1, 1), np.float32)) for i in range(10)))
+        await b.close()
+        assert sum(old.sizes) == 5 and sum(new.sizes) == 5
+
+    run(main())
+
+
+def test_model_error_fails_only_that_batch() -> None:
+    class Broken:
+        def predict(self, batch: np.ndarray) -> np.ndarray:
+            raise RuntimeError("boom")
+
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(lanes=1))
+        b.start()
+        with pytest.raises(RuntimeError):
+            await b.submit(Broken(), np.ones((1, 1), np.float32))
+        out = await b.submit(SlowDouble(), np.ones((1, 1), np.float32))
+        await b.close()
+        assert (out == 2).all()
+
+    run(main())
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ConfigError):
+        BatchingConfig(max_batch_size=0)
+    with pytest.raises(ConfigError):
+        BatchingConfig(lanes=0)
