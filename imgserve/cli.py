@@ -1,0 +1,56 @@
+"""The one console script: ``imgserve <command> …``.
+
+Each command lives in ``imgserve/commands/<name>.py`` with ``register(subparsers)`` that sets
+``func=`` on its parser; the function does the work and is what tests call. Heavy imports (TensorFlow,
+BentoML) happen inside those functions, so ``imgserve --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from inference.errors import ImgServeError
+
+# Order here is the order in --help.
+COMMAND_MODULES = ("train", "export", "models", "serve", "admin", "retrain", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imgserve", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"imgserve.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"imgserve.commands.{name}":
+                continue  # command not built yet in this checkout
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result = args.func(args)
+    except ImgServeError as exc:
+        print(f"imgserve {args.command}: error: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"imgserve {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

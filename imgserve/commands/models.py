@@ -1,0 +1,93 @@
+"""``imgserve models list|show|promote|rollback``: read and steer the registry (TF-free)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from inference.registry import Registry
+
+
+def default_models_dir() -> Path:
+    return Path(os.environ.get("IMGSERVE_MODELS_DIR", "models"))
+
+
+def add_registry_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models-dir", type=Path, default=None, help="registry root (env IMGSERVE_MODELS_DIR, default models/)")
+
+
+def registry_from(args: argparse.Namespace) -> Registry:
+    return Registry(args.models_dir or default_models_dir())
+
+
+def models_list(args: argparse.Namespace) -> int:
+    registry = registry_from(args)
+    names = [args.name] if args.name else registry.list_models()
+    if not names:
+        print(f"no models in {registry.root}")
+    for name in names:
+        aliases = registry.aliases(name)
+        print(f"{name}")
+        for v in registry.list_versions(name):
+            card = registry.card(name, v)
+            tags = [a for a, val in aliases.items() if a != "history" and val == v]
+            acc = card.metrics.get("accuracy", {})
+            fp32, int8 = acc.get("fp32"), acc.get("int8")
+            accs = " ".join(f"{k}={val:.4f}" for k, val in (("fp32", fp32), ("int8", int8)) if isinstance(val, float | int))
+            print(f"  v{v:<4} {card.created_at:<21} {card.architecture:<16} {accs:<28} {' '.join(tags)}")
+    return 0
+
+
+def models_show(args: argparse.Namespace) -> int:
+    registry = registry_from(args)
+    version = registry.resolve(args.name, args.version)
+    data = registry.card(args.name, version).to_dict()
+    data["aliases"] = {k: v for k, v in registry.aliases(args.name).items() if k != "history" and v == version}
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+def models_promote(args: argparse.Namespace) -> int:
+    registry = registry_from(args)
+    aliases = registry.promote(args.name, int(args.version), reason=args.reason or "cli promote")
+    print(f"{args.name}: production -> v{aliases['production']} (previous v{aliases.get('previous')})")
+    return 0
+
+
+def models_rollback(args: argparse.Namespace) -> int:
+    registry = registry_from(args)
+    aliases = registry.rollback(args.name, args.to, reason=args.reason or "cli rollback")
+    print(f"{args.name}: production -> v{aliases['production']} (previous v{aliases.get('previous')})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
+    msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+
+    q = msub.add_parser("list", help="versions with metrics and aliases")
+    q.add_argument("name", nargs="?")
+    add_registry_args(q)
+    q.set_defaults(func=models_list)
+
+    q = msub.add_parser("show", help="one version's metadata as JSON")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", default="production", help="number or alias (default production)")
+    add_registry_args(q)
+    q.set_defaults(func=models_show)
+
+    q = msub.add_parser("promote", help="point production at a version (no policy check; see `retrain`)")
+    q.add_argument("name")
+    q.add_argument("version", type=int)
+    q.add_argument("--reason", default="")
+    add_registry_args(q)
+    q.set_defaults(func=models_promote)
+
+    q = msub.add_parser("rollback", help="point production back at the previous version (or --to N)")
+    q.add_argument("name")
+    q.add_argument("--to", type=int, default=None)
+    q.add_argument("--reason", default="")
+    add_registry_args(q)
+    q.set_defaults(func=models_rollback)

@@ -1,0 +1,196 @@
+"""The data plane shared by every front end (HTTP, OIP REST, OIP gRPC): owns the loaded model,
+swaps versions without dropping requests, and feeds one micro-batcher.
+
+Hot swap: the new version is loaded and warmed beside the old one (in a thread, off the event loop), then
+one reference is replaced. A request captures the model it was preprocessed for, so it finishes on that
+version even if a swap happens meanwhile; the old session is freed when the last such request is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from inference.batcher import MicroBatcher
+from inference.errors import InvalidInput, NotReady
+from inference.imagecodec import decode_image
+from inference.metadata import ModelCard
+from inference.preprocess import image_to_pixels, normalize
+from inference.registry import Registry
+from inference.session import OnnxClassifier, top_k
+
+from .settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Probabilities for N inputs and the exact model that produced them."""
+
+    probabilities: np.ndarray  # float32 [N, C]
+    model: OnnxClassifier
+
+    @property
+    def card(self) -> ModelCard:
+        return self.model.card
+
+    def labels(self) -> list[str]:
+        idx = self.probabilities.argmax(axis=1)
+        return [self.card.labels[i] for i in idx]
+
+    def top_k(self, k: int) -> list[list[dict[str, Any]]]:
+        return top_k(self.probabilities, self.card.labels, k)
+
+
+# (old label or None, new label, seconds to load+warm)
+SwapObserver = Callable[[str | None, str, float], None]
+
+
+class ModelRuntime:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        *,
+        on_batch: Callable[[Any, int, float, float], None] | None = None,
+        on_swap: SwapObserver | None = None,
+    ):
+        self.settings = settings
+        self.registry = Registry(settings.models_dir)
+        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch)
+        self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        self._model: OnnxClassifier | None = None
+        self._swap_lock = asyncio.Lock()
+        self._watch_task: asyncio.Task[None] | None = None
+        self._on_swap = on_swap
+        self.limits = settings.decode_limits()
+
+    # ---- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load and warm the configured version, start batching and the alias watch."""
+        await self.reload()
+        self.batcher.start()
+        if self.settings.poll_interval_s > 0:
+            self._watch_task = asyncio.create_task(self._watch(), name="alias-watch")
+
+    async def stop(self) -> None:
+        if self._watch_task:
+            self._watch_task.cancel()
+            try:
+                await self._watch_task
+            except asyncio.CancelledError:
+                pass
+        await self.batcher.close()
+        self._decode_pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self) -> OnnxClassifier:
+        if self._model is None:
+            raise NotReady("the model is not loaded yet", retry_after=1.0)
+        return self._model
+
+    # ---- hot swap ----------------------------------------------------------------------------------
+    async def reload(self, ref: str | int | None = None) -> dict[str, Any]:
+        """Serve ``ref`` (default: the configured alias) if it differs from what is served now."""
+        name, variant = self.settings.model, self.settings.variant
+        ref = self.settings.version if ref is None else ref
+        async with self._swap_lock:
+            loop = asyncio.get_running_loop()
+            version = await loop.run_in_executor(None, self.registry.resolve, name, ref)
+            current = self._model
+            if current is not None and current.card.version == version and current.variant == variant:
+                return {"changed": False, "model": name, "version": version, "variant": variant}
+            t0 = time.perf_counter()
+            new = await loop.run_in_executor(None, self._load_and_warm, name, version, variant)
+            seconds = time.perf_counter() - t0
+            self._model = new  # the swap: one reference
+            old_label = current.label if current else None
+            log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
+            if self._on_swap:
+                self._on_swap(old_label, new.label, seconds)
+            return {
+                "changed": True,
+                "model": name,
+                "version": version,
+                "variant": variant,
+                "previous_version": current.card.version if current else None,
+                "load_seconds": round(seconds, 3),
+            }
+
+    def _load_and_warm(self, name: str, version: int, variant: str) -> OnnxClassifier:
+        card = self.registry.card(name, version)
+        model = OnnxClassifier.load(
+            self.registry.model_file(name, version, variant), card, variant, self.settings.session_options()
+        )
+        model.warmup()
+        return model
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep serving the current version; say why once per poll
+                log.warning("alias watch: keeping %s: %s", self._model.label if self._model else None, exc)
+
+    # ---- data plane --------------------------------------------------------------------------------
+    def _decode_to_pixels(self, data: bytes, model: OnnxClassifier) -> np.ndarray:
+        spec = model.card.preprocessing
+        image = decode_image(data, self.limits, draft=(spec.pil_mode, (spec.width, spec.height)))
+        return image_to_pixels(image, spec)
+
+    async def classify_images(self, images: list[bytes], *, timeout_s: float | None = None) -> Classification:
+        """Encoded images -> probabilities, one row per image, from one model version."""
+        if not images:
+            raise InvalidInput("no images given")
+        model = self.model
+        loop = asyncio.get_running_loop()
+        if len(images) == 1:
+            pixels = (await loop.run_in_executor(self._decode_pool, self._decode_to_pixels, images[0], model))[None]
+        else:
+            decoded = await asyncio.gather(
+                *(loop.run_in_executor(self._decode_pool, self._decode_to_pixels, d, model) for d in images),
+                return_exceptions=True,
+            )
+            for i, item in enumerate(decoded):
+                if isinstance(item, BaseException):
+                    if isinstance(item, InvalidInput):
+                        raise type(item)(f"image {i}: {item.message}") from None
+                    raise item
+            pixels = np.stack(decoded)  # type: ignore[arg-type]
+        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s)
+
+    async def classify_pixels(
+        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
+    ) -> Classification:
+        """uint8 NHWC pixels already at the model's size -> probabilities."""
+        model = model or self.model
+        if pixels.dtype != np.uint8:
+            raise InvalidInput(f"pixel tensors must be uint8, got {pixels.dtype}")
+        return await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+
+    async def classify_tensor(
+        self, batch: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
+    ) -> Classification:
+        """float32 NHWC, already normalised -> probabilities."""
+        model = model or self.model
+        spec = model.card.preprocessing
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != spec.shape:
+            raise InvalidInput(f"expected a tensor shaped [N, {spec.height}, {spec.width}, {spec.channels}], got {list(batch.shape)}")
+        if batch.shape[0] > self.settings.max_batch_images:
+            raise InvalidInput(f"{batch.shape[0]} inputs in one request; the limit is {self.settings.max_batch_images}")
+        probs = await self.batcher.submit(model, np.ascontiguousarray(batch, dtype=np.float32), timeout_s=timeout_s)
+        return Classification(probs, model)
