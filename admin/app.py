@@ -1,0 +1,307 @@
+"""The admin runner's HTTP API (FastAPI, its own process and port).
+
+Why FastAPI rather than a second BentoML service: the admin runner serves no model and needs no batching,
+workers or bento packaging; it needs plain JSON routes, uploads, bearer auth and background job tasks,
+which FastAPI + uvicorn give with the least machinery, and it keeps BentoML out of the admin process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+from fastapi import Depends, FastAPI, Request, UploadFile
+from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUpload
+
+from inference.errors import ImgServeError, InvalidInput, NotFound
+from inference.registry import Registry
+
+from .datasets import DatasetStore
+from .jobs import JobRunner, JobStore
+from .settings import AdminSettings
+
+log = logging.getLogger(__name__)
+
+
+class Unauthorized(ImgServeError):
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+    error_type = "unauthorized"
+
+
+def _is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    if host in ("localhost", "testclient"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminState:
+    def __init__(self, settings: AdminSettings):
+        self.settings = settings
+        self.registry = Registry(settings.models_dir)
+        self.datasets = DatasetStore(settings)
+        self.jobs = JobStore(settings.jobs_dir)
+        self.runner = JobRunner(settings, self.jobs, self.datasets.images_dir, on_finished=self.job_finished)
+
+    async def notify_service(self, name: str) -> dict[str, Any]:
+        """Ask the inference service to reload now (its alias watch would pick the change up anyway)."""
+        if not self.settings.service_url:
+            return {"notified": False, "reason": "no service_url configured"}
+        headers = {"Authorization": f"Bearer {self.settings.admin_token}"} if self.settings.admin_token else {}
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                r = await client.post(f"{self.settings.service_url.rstrip('/')}/reload", headers=headers)
+            return {"notified": r.status_code == 200, "status": r.status_code, "response": _json_or_text(r)}
+        except httpx.HTTPError as exc:
+            log.warning("could not notify the inference service at %s: %s", self.settings.service_url, exc)
+            return {"notified": False, "reason": f"service unreachable: {type(exc).__name__}"}
+
+    async def job_finished(self, job: dict[str, Any]) -> None:
+        result = job.get("result") or {}
+        if job["state"] == "succeeded" and (result.get("decision") or {}).get("promote"):
+            job["service_reload"] = await self.notify_service(job["params"]["model"])
+            self.jobs.save(job)
+
+
+def _json_or_text(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return r.text[:200]
+
+
+def create_app(settings: AdminSettings | None = None) -> FastAPI:
+    settings = settings or AdminSettings()
+    state = AdminState(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.runner.start()
+        yield
+        await state.runner.stop()
+
+    app = FastAPI(title="imgserve admin", lifespan=lifespan)
+    app.state.admin = state
+
+    @app.exception_handler(ImgServeError)
+    async def _imgserve_error(_: Request, exc: ImgServeError) -> JSONResponse:
+        headers = {"Retry-After": str(int(exc.retry_after or 1))} if exc.http_status == 503 else None
+        if isinstance(exc, Unauthorized):
+            headers = {"WWW-Authenticate": "Bearer"}
+        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+    def require_token(request: Request) -> None:
+        token = settings.admin_token
+        if not token:
+            if not _is_loopback(request.client.host if request.client else None):
+                raise Unauthorized("no admin token is configured; only loopback clients are served")
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("missing or wrong bearer token")
+
+    auth = [Depends(require_token)]
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "auth": bool(settings.admin_token)}
+
+    # ---- datasets --------------------------------------------------------------------------------
+    @app.post("/datasets", dependencies=auth, status_code=201)
+    async def upload_dataset(request: Request) -> dict[str, Any]:
+        ctype = request.headers.get("content-type", "")
+        if ctype.startswith("multipart/form-data"):
+            form = await request.form(max_files=10_000, max_fields=100, max_part_size=settings.max_upload_bytes)
+            upload = form.get("file")
+            if isinstance(upload, StarletteUpload):
+                return state.datasets.ingest_zip(await _read_limited(upload, settings.max_upload_bytes)).to_dict()
+            images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
+            label = form.get("label")
+            if images and isinstance(label, str):
+                files = [(f.filename or "image", await _read_limited(f, settings.max_upload_bytes)) for f in images]
+                base = form.get("base")
+                info = state.datasets.ingest_images(files, label, base if isinstance(base, str) and base else None)
+                return info.to_dict()
+            raise InvalidInput("send a zip as field 'file', or images as repeated field 'images' with a 'label'")
+        if ctype in ("application/zip", "application/x-zip-compressed", "application/octet-stream"):
+            body = await _read_body_limited(request, settings.max_upload_bytes)
+            return state.datasets.ingest_zip(body).to_dict()
+        raise InvalidInput("upload a zip (multipart field 'file' or an application/zip body)", http_status=415)
+
+    @app.get("/datasets", dependencies=auth)
+    async def list_datasets() -> list[dict[str, Any]]:
+        return [d.to_dict() for d in state.datasets.list()]
+
+    @app.get("/datasets/{dataset_id}", dependencies=auth)
+    async def get_dataset(dataset_id: str) -> dict[str, Any]:
+        return state.datasets.get(dataset_id).to_dict()
+
+    # ---- jobs ------------------------------------------------------------------------------------
+    @app.post("/jobs", dependencies=auth, status_code=202)
+    async def start_job(request: Request) -> dict[str, Any]:
+        try:
+            params = await request.json()
+        except ValueError:
+            raise InvalidInput("the body must be a JSON object") from None
+        if not isinstance(params, dict):
+            raise InvalidInput("the body must be a JSON object")
+        return state.runner.submit(params)
+
+    @app.get("/jobs", dependencies=auth)
+    async def list_jobs() -> list[dict[str, Any]]:
+        return state.jobs.all()
+
+    @app.get("/jobs/{job_id}", dependencies=auth)
+    async def get_job(job_id: str, log_lines: int = 40) -> dict[str, Any]:
+        job = state.jobs.load(job_id)
+        progress = state.jobs.progress(job_id)
+        job["progress"] = progress[-1] if progress else None
+        job["history"] = progress
+        job["log_tail"] = state.jobs.log_tail(job_id, max(0, min(log_lines, 500)))
+        return job
+
+    @app.delete("/jobs/{job_id}", dependencies=auth)
+    async def cancel_job(job_id: str) -> dict[str, Any]:
+        return await state.runner.cancel(job_id)
+
+    # ---- models ----------------------------------------------------------------------------------
+    @app.get("/models", dependencies=auth)
+    async def list_models() -> list[dict[str, Any]]:
+        return [
+            {"name": n, "versions": state.registry.list_versions(n), "aliases": _aliases(state.registry, n)}
+            for n in state.registry.list_models()
+        ]
+
+    @app.get("/models/{name}/versions", dependencies=auth)
+    async def list_versions(name: str) -> dict[str, Any]:
+        versions = state.registry.list_versions(name)
+        if not versions:
+            raise NotFound(f"model {name!r} has no versions")
+        aliases = _aliases(state.registry, name)
+        return {
+            "name": name,
+            "aliases": aliases,
+            "history": state.registry.aliases(name).get("history", []),
+            "versions": [_version_summary(state.registry, name, v, aliases) for v in versions],
+        }
+
+    @app.get("/models/{name}/versions/{version}", dependencies=auth)
+    async def get_version(name: str, version: str) -> dict[str, Any]:
+        v = state.registry.resolve(name, version)
+        return state.registry.card(name, v).to_dict()
+
+    @app.get("/models/{name}/compare", dependencies=auth)
+    async def compare(name: str, a: str, b: str = "production") -> dict[str, Any]:
+        va, vb = state.registry.resolve(name, a), state.registry.resolve(name, b)
+        ca, cb = state.registry.card(name, va), state.registry.card(name, vb)
+        acc_a, acc_b = ca.metrics.get("accuracy", {}), cb.metrics.get("accuracy", {})
+        return {
+            "a": _version_summary(state.registry, name, va, _aliases(state.registry, name)),
+            "b": _version_summary(state.registry, name, vb, _aliases(state.registry, name)),
+            "accuracy_delta": {
+                k: acc_a[k] - acc_b[k] for k in ("fp32", "int8") if isinstance(acc_a.get(k), float | int) and isinstance(acc_b.get(k), float | int)
+            },
+            "same_labels": ca.labels == cb.labels,
+            "note": "metrics were measured on each version's own held-out set; use POST /promote with "
+            "policy 'if-better' and a dataset to compare both on the same images",
+        }
+
+    @app.post("/models/{name}/promote", dependencies=auth)
+    async def promote(name: str, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        version = state.registry.resolve(name, body.get("version", "latest"))
+        policy = body.get("policy", "force")
+        if policy not in ("force", "if-better"):
+            raise InvalidInput("policy must be 'force' or 'if-better'")
+        decision = None
+        if policy == "if-better":
+            dataset = body.get("dataset")
+            if not dataset:
+                raise InvalidInput("policy 'if-better' needs a 'dataset' id to compare both versions on")
+            from .policy import decide, list_labelled_images
+
+            images = list_labelled_images(state.datasets.images_dir(dataset))
+            margin = float(body.get("margin", settings.promote_margin))
+            decision = decide(state.registry, name, version, images, policy="if-better", margin=margin).to_dict()
+            if not decision["promote"]:
+                return {"promoted": False, "decision": decision, "aliases": _aliases(state.registry, name)}
+        reason = body.get("reason") or (decision["reason"] if decision else "promoted via admin API")
+        state.registry.promote(name, version, reason=reason)
+        return {
+            "promoted": True,
+            "decision": decision,
+            "aliases": _aliases(state.registry, name),
+            "service": await state.notify_service(name),
+        }
+
+    @app.post("/models/{name}/rollback", dependencies=auth)
+    async def rollback(name: str, request: Request) -> dict[str, Any]:
+        body = await _json_body(request)
+        to = body.get("to")
+        state.registry.rollback(name, int(to) if to is not None else None, reason=body.get("reason") or "rollback via admin API")
+        return {"aliases": _aliases(state.registry, name), "service": await state.notify_service(name)}
+
+    return app
+
+
+def _aliases(registry: Registry, name: str) -> dict[str, Any]:
+    return {k: v for k, v in registry.aliases(name).items() if k != "history"}
+
+
+def _version_summary(registry: Registry, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:
+    card = registry.card(name, version)
+    return {
+        "version": version,
+        "created_at": card.created_at,
+        "architecture": card.architecture,
+        "labels": list(card.labels),
+        "metrics": card.metrics,
+        "parent_version": card.parent_version,
+        "aliases": [k for k, v in aliases.items() if v == version],
+    }
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = await request.json()
+    except ValueError:
+        raise InvalidInput("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("the body must be a JSON object")
+    return data
+
+
+async def _read_limited(upload: UploadFile | StarletteUpload, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        from inference.errors import PayloadTooLarge
+
+        raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
+    return data
+
+
+async def _read_body_limited(request: Request, limit: int) -> bytes:
+    from inference.errors import PayloadTooLarge
+
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,36 @@
+"""The admin runner's one typed settings object (env prefix ``IMGSERVE_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AdminSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="IMGSERVE_", extra="ignore")
+
+    admin_token: str | None = Field(None, description="bearer token; unset = bind to 127.0.0.1 only")
+    models_dir: Path = Path("models")
+    data_dir: Path = Field(Path("data"), description="uploaded datasets and job records")
+    model: str = Field("fashion-mnist", description="default model name for jobs")
+    service_url: str | None = Field("http://127.0.0.1:3000", description="inference service to tell about reloads")
+
+    max_upload_bytes: int = Field(200 * 1024 * 1024, ge=1)
+    max_zip_entries: int = Field(50_000, ge=1)
+    max_uncompressed_bytes: int = Field(2 * 1024 * 1024 * 1024, ge=1)
+    max_compression_ratio: float = Field(100.0, gt=1, description="per entry; beyond it a zip counts as a bomb")
+    max_images_per_class_min: int = Field(1, ge=1, description="fewest images a class may have")
+
+    max_parallel_jobs: int = Field(1, ge=1)
+    promote_margin: float = Field(0.0, ge=0, le=1, description="candidate must beat production by this accuracy")
+    job_python: str | None = Field(None, description="python executable for job subprocesses (default: this one)")
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.data_dir / "datasets"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
