@@ -210,6 +210,11 @@ class MicroBatcher:
         self._running += 1
         try:
             outputs = await loop.run_in_executor(self._executor, model.predict, inputs)
+        except asyncio.CancelledError:  # shutting down: no caller may wait forever
+            for req in batch:
+                if not req.future.done():
+                    req.future.set_exception(Overloaded("the server is shutting down", retry_after=1.0))
+            raise
         except Exception as exc:  # a model failure fails this batch only, with the real reason logged
             log.exception("inference failed for a batch of %d rows", n)
             for req in batch:

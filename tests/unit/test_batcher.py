@@ -142,3 +142,17 @@ def test_config_validation() -> None:
         BatchingConfig(max_batch_size=0)
     with pytest.raises(ConfigError):
         BatchingConfig(lanes=0)
+
+
+def test_close_fails_running_and_queued_requests_instead_of_hanging() -> None:
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=1, lanes=1))
+        b.start()
+        model = SlowDouble(delay=0.3)
+        tasks = [asyncio.create_task(b.submit(model, np.ones((1, 1), np.float32))) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        await b.close()
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=2)
+        assert all(isinstance(r, Overloaded) for r in results)
+
+    run(main())
