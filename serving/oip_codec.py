@@ -64,7 +64,9 @@ def check_header(name: str, datatype: str, shape: Sequence[Any]) -> tuple[int, .
     if not isinstance(name, str) or not name:
         raise InvalidInput("every input needs a non-empty 'name'")
     if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
-        raise InvalidInput(f"input '{name}': unknown datatype {datatype!r} (use one of {', '.join(NUMPY_DTYPES)})")
+        raise InvalidInput(
+            f"input '{name}': unknown datatype {datatype!r} (use one of {', '.join(NUMPY_DTYPES)})"
+        )
     if not isinstance(shape, Sequence) or isinstance(shape, str | bytes):
         raise InvalidInput(f"input '{name}': 'shape' must be a list of integers")
     dims: list[int] = []
@@ -92,7 +94,9 @@ def from_raw(name: str, datatype: str, shape: Sequence[int], raw: bytes | memory
     return Tensor(name, datatype, dims, data.reshape(dims))
 
 
-def from_values(name: str, datatype: str, shape: Sequence[int], values: Any, *, base64_bytes: bool = False) -> Tensor:
+def from_values(
+    name: str, datatype: str, shape: Sequence[int], values: Any, *, base64_bytes: bool = False
+) -> Tensor:
     """A tensor from a (flat or nested) list of values: REST JSON ``data`` or protobuf ``contents``.
 
     BYTES values may be ``bytes`` (protobuf) or ``str`` (JSON: UTF-8, or base64 when ``base64_bytes``).
@@ -108,7 +112,9 @@ def from_values(name: str, datatype: str, shape: Sequence[int], values: Any, *, 
         try:
             data = np.asarray(values, dtype=NUMPY_DTYPES[datatype]).reshape(-1)
         except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidInput(f"input '{name}': data is not a (nested) list of {datatype} values: {exc}") from None
+            raise InvalidInput(
+                f"input '{name}': data is not a (nested) list of {datatype} values: {exc}"
+            ) from None
     if data.size != count:
         raise InvalidInput(f"input '{name}': shape {list(dims)} needs {count} values, got {data.size}")
     return Tensor(name, datatype, dims, data.reshape(dims))
@@ -150,11 +156,15 @@ def _split_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndarray:
         (length,) = _LEN.unpack_from(view, offset)
         offset += 4
         if offset + length > size:
-            raise InvalidInput(f"input '{name}': BYTES element {i} claims {length} bytes but the data ends first")
+            raise InvalidInput(
+                f"input '{name}': BYTES element {i} claims {length} bytes but the data ends first"
+            )
         out[i] = bytes(view[offset : offset + length])
         offset += length
     if offset != size:
-        raise InvalidInput(f"input '{name}': {size - offset} bytes left over after the {count} BYTES elements of its shape")
+        raise InvalidInput(
+            f"input '{name}': {size - offset} bytes left over after the {count} BYTES elements of its shape"
+        )
     return out
 
 

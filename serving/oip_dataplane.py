@@ -142,9 +142,13 @@ class OipDataPlane:
         limit = self.runtime.settings.max_batch_images
         if tensor.name == IMAGE_INPUT:
             if tensor.datatype != "BYTES":
-                raise InvalidInput(f"input '{IMAGE_INPUT}' must be BYTES (encoded images), got {tensor.datatype}")
+                raise InvalidInput(
+                    f"input '{IMAGE_INPUT}' must be BYTES (encoded images), got {tensor.datatype}"
+                )
             if len(tensor.shape) not in (1, 2) or (len(tensor.shape) == 2 and tensor.shape[1] != 1):
-                raise InvalidInput(f"input '{IMAGE_INPUT}' must be shaped [N] or [N, 1], got {list(tensor.shape)}")
+                raise InvalidInput(
+                    f"input '{IMAGE_INPUT}' must be shaped [N] or [N, 1], got {list(tensor.shape)}"
+                )
         elif tensor.name == PIXEL_INPUT:
             if tensor.datatype not in ("UINT8", "FP32"):
                 raise InvalidInput(
@@ -169,7 +173,9 @@ def _check_outputs(outputs: Sequence[RequestedOutput]) -> list[RequestedOutput]:
     seen: set[str] = set()
     for out in outputs:
         if out.name not in OUTPUTS:
-            raise InvalidInput(f"unknown output '{out.name}'; this model has {', '.join(repr(o) for o in OUTPUTS)}")
+            raise InvalidInput(
+                f"unknown output '{out.name}'; this model has {', '.join(repr(o) for o in OUTPUTS)}"
+            )
         if out.name in seen:
             raise InvalidInput(f"output '{out.name}' is requested twice")
         if out.classification < 0:

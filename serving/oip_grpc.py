@@ -75,7 +75,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
         return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version))
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: Any
+    ) -> pb.ServerMetadataResponse:
         return pb.ServerMetadataResponse(**self.plane.server_metadata())
 
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
@@ -93,7 +95,8 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
         model = self.plane.resolve(request.model_name, request.model_version)
         inputs = _decode_inputs(request)
         outputs = [
-            RequestedOutput(o.name, classification=_int_param(o.parameters, "classification")) for o in request.outputs
+            RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))
+            for o in request.outputs
         ]
         timeout_s = _timeout_s(request, context)
         result = await self.plane.infer(model, inputs, outputs, request_id=request.id, timeout_s=timeout_s)
@@ -108,7 +111,9 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[to_raw(t) for t in result.outputs],
         )
 
-    async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self, request_iterator: Any, context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ModelStreamInfer is not supported by imgserve")
         yield pb.ModelStreamInferResponse()  # pragma: no cover - unreachable, makes this an async generator
 
@@ -120,7 +125,9 @@ def _decode_inputs(request: pb.ModelInferRequest) -> list[Tensor]:
     tensors = []
     for i, t in enumerate(request.inputs):
         if any(k.startswith("shared_memory") for k in t.parameters):
-            raise InvalidInput(f"input '{t.name}': shared memory is not supported; send the data in the request")
+            raise InvalidInput(
+                f"input '{t.name}': shared memory is not supported; send the data in the request"
+            )
         if raw:
             tensors.append(from_raw(t.name, t.datatype, list(t.shape), raw[i]))
         else:
@@ -173,7 +180,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 raise
             except ImgServeError as exc:
                 metadata = (("retry-after", str(math.ceil(exc.retry_after))),) if exc.retry_after else ()
-                await context.abort(getattr(grpc.StatusCode, exc.grpc_code), exc.message, trailing_metadata=metadata)
+                await context.abort(
+                    getattr(grpc.StatusCode, exc.grpc_code), exc.message, trailing_metadata=metadata
+                )
             except NotImplementedError:
                 await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve")
             except Exception:
@@ -181,7 +190,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
                 await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
 
         return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
         )
 
 

@@ -39,7 +39,9 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 
 def error_response(status: int, message: str, retry_after: float | None = None) -> Response:
     headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
-    return Response(json.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers)
+    return Response(
+        json.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 class OipRoute(APIRoute):
@@ -101,7 +103,9 @@ def build_router(
         inputs, outputs, params = _parse_request(header, binary)
         timeout_us = params.get("timeout")
         timeout_s = timeout_us / 1e6 if isinstance(timeout_us, int | float) and timeout_us > 0 else None
-        result = await plane.infer(model, inputs, outputs, request_id=str(header.get("id", "")), timeout_s=timeout_s)
+        result = await plane.infer(
+            model, inputs, outputs, request_id=str(header.get("id", "")), timeout_s=timeout_s
+        )
         return _infer_response(result, outputs, bool(params.get("binary_data_output", False)))
 
     return router
@@ -168,14 +172,18 @@ def _parse_request(
         size = params.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise InvalidInput(f"input '{name}': binary_data_size {size} does not fit the binary data sent")
+                raise InvalidInput(
+                    f"input '{name}': binary_data_size {size} does not fit the binary data sent"
+                )
             inputs.append(from_raw(name, datatype, shape, binary[offset : offset + size]))
             offset += size
         elif "data" in item:
             b64 = params.get("content_type") == "base64"
             inputs.append(from_values(name, datatype, shape, item["data"], base64_bytes=b64))
         elif any(k.startswith("shared_memory") for k in params):
-            raise InvalidInput(f"input '{name}': shared memory is not supported; send the data in the request")
+            raise InvalidInput(
+                f"input '{name}': shared memory is not supported; send the data in the request"
+            )
         else:
             raise InvalidInput(f"input '{name}' has neither 'data' nor a 'binary_data_size' parameter")
     if offset != len(binary):
@@ -189,7 +197,11 @@ def _parse_request(
         if not isinstance(k, int):
             raise InvalidInput(f"output '{item['name']}': classification must be an integer")
         binary_flag = params.get("binary_data")
-        outputs.append(RequestedOutput(item["name"], classification=k, binary=None if binary_flag is None else bool(binary_flag)))
+        outputs.append(
+            RequestedOutput(
+                item["name"], classification=k, binary=None if binary_flag is None else bool(binary_flag)
+            )
+        )
     return inputs, outputs, _params(header, "the request")
 
 
@@ -205,7 +217,11 @@ def _infer_response(result: InferResult, requested: list[RequestedOutput], binar
     flags = {o.name: o.binary for o in requested}
     outputs, blobs = [], []
     for tensor in result.outputs:
-        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
+        entry: dict[str, Any] = {
+            "name": tensor.name,
+            "datatype": tensor.datatype,
+            "shape": list(tensor.shape),
+        }
         flag = flags.get(tensor.name)
         as_binary = binary_default if flag is None else flag
         if as_binary:
@@ -215,7 +231,11 @@ def _infer_response(result: InferResult, requested: list[RequestedOutput], binar
         else:
             entry["data"] = to_json_values(tensor)
         outputs.append(entry)
-    body: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version, "outputs": outputs}
+    body: dict[str, Any] = {
+        "model_name": result.model_name,
+        "model_version": result.model_version,
+        "outputs": outputs,
+    }
     if result.id:
         body["id"] = result.id
     header = json.dumps(body).encode()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -139,6 +138,25 @@ def test_batch_of_8_bytes_and_uint8(served, grpc_client, http_client) -> None:  
         (http_client.infer("tiny", [_http_input("image", images, "BYTES")]), by_image),
         (http_client.infer("tiny", [_http_input("input", pixels, "UINT8")], "1"), by_pixels),
         (http_client.infer("tiny", [_http_input("input", pixels[:2], "UINT8", binary=False)]), by_pixels[:2]),
+        (
+            http_client.infer(
+                "tiny",
+                [_http_input("image", images, "BYTES")],
+                request_compression_algorithm="gzip",
+                response_compression_algorithm="gzip",
+            ),
+            by_image,
+        ),
+        (
+            http_client.infer(
+                "tiny", [_http_input("input", pixels, "UINT8")], request_compression_algorithm="deflate"
+            ),
+            by_pixels,
+        ),
+        (
+            grpc_client.infer("tiny", [_grpc_input("input", pixels, "UINT8")], compression_algorithm="gzip"),
+            by_pixels,
+        ),
     ]
     for result, expected in cases:
         np.testing.assert_array_equal(result.as_numpy("probabilities"), expected)
@@ -155,8 +173,12 @@ def test_requested_output_filtering(grpc_client, http_client) -> None:  # type: 
     g = grpc_client.infer("tiny", [inp_g], outputs=[grpcclient.InferRequestedOutput("probabilities")])
     assert g.as_numpy("label") is None and g.as_numpy("probabilities").shape == (3, CLASSES)
     # classification extension: top-k "score:index:label"
-    g = grpc_client.infer("tiny", [inp_g], outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=3)])
-    h = http_client.infer("tiny", [inp_h], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)])
+    g = grpc_client.infer(
+        "tiny", [inp_g], outputs=[grpcclient.InferRequestedOutput("probabilities", class_count=3)]
+    )
+    h = http_client.infer(
+        "tiny", [inp_h], outputs=[httpclient.InferRequestedOutput("probabilities", class_count=3)]
+    )
     for result in (g, h):
         top = result.as_numpy("probabilities")
         assert top.shape == (3, 3)
@@ -169,10 +191,29 @@ def test_json_only_request(served) -> None:  # type: ignore[no-untyped-def]
     url = f"http://{served.http_url}/v2/models/tiny/infer"
     pixels = _pixels(1)
     image = _images(1)[0]
-    r1 = httpx.post(url, json={"id": "a1", "inputs": [
-        {"name": "input", "shape": [1, H, W, C], "datatype": "UINT8", "data": pixels.tolist()}]})
-    r2 = httpx.post(url, json={"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES",
-        "parameters": {"content_type": "base64"}, "data": [base64.b64encode(image).decode()]}]})
+    r1 = httpx.post(
+        url,
+        json={
+            "id": "a1",
+            "inputs": [
+                {"name": "input", "shape": [1, H, W, C], "datatype": "UINT8", "data": pixels.tolist()}
+            ],
+        },
+    )
+    r2 = httpx.post(
+        url,
+        json={
+            "inputs": [
+                {
+                    "name": "image",
+                    "shape": [1],
+                    "datatype": "BYTES",
+                    "parameters": {"content_type": "base64"},
+                    "data": [base64.b64encode(image).decode()],
+                }
+            ]
+        },
+    )
     assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
     body = r1.json()
     assert body["id"] == "a1" and body["model_name"] == "tiny" and body["model_version"] == "1"
@@ -186,9 +227,16 @@ def test_json_only_request(served) -> None:  # type: ignore[no-untyped-def]
 # ---- errors --------------------------------------------------------------------------------------
 def test_unknown_model_and_version(grpc_client, http_client) -> None:  # type: ignore[no-untyped-def]
     pixels = _pixels(1)
-    for model, version, text in (("nope", "", "unknown model 'nope'"), ("tiny", "9", "version '9' is not served")):
-        g = _grpc_error(lambda: grpc_client.infer(model, [_grpc_input("input", pixels, "UINT8")], version))
-        h = _grpc_error(lambda: http_client.infer(model, [_http_input("input", pixels, "UINT8")], version))
+    for model, version, text in (
+        ("nope", "", "unknown model 'nope'"),
+        ("tiny", "9", "version '9' is not served"),
+    ):
+        g = _grpc_error(
+            lambda m=model, v=version: grpc_client.infer(m, [_grpc_input("input", pixels, "UINT8")], v)
+        )
+        h = _grpc_error(
+            lambda m=model, v=version: http_client.infer(m, [_http_input("input", pixels, "UINT8")], v)
+        )
         assert g.status() == "StatusCode.NOT_FOUND" and text in g.message()
         assert h.status() == "404" and text in h.message()
 
@@ -197,10 +245,25 @@ def test_unknown_model_and_version(grpc_client, http_client) -> None:  # type: i
     ("name", "data", "datatype", "text"),
     [
         ("pixels", np.zeros((1, H, W, C), np.uint8), "UINT8", "unknown input 'pixels'"),
-        ("input", np.zeros((1, H, W, C), np.int32), "INT32", "must be UINT8 pixels (or FP32, normalised), got INT32"),
-        ("input", np.zeros((2, 32, 32, C), np.uint8), "UINT8", f"must be shaped [N, {H}, {W}, {C}], got [2, 32, 32, 1]"),
+        (
+            "input",
+            np.zeros((1, H, W, C), np.int32),
+            "INT32",
+            "must be UINT8 pixels (or FP32, normalised), got INT32",
+        ),
+        (
+            "input",
+            np.zeros((2, 32, 32, C), np.uint8),
+            "UINT8",
+            f"must be shaped [N, {H}, {W}, {C}], got [2, 32, 32, 1]",
+        ),
         ("image", np.zeros((1, 4), np.float32), "FP32", "input 'image' must be BYTES"),
-        ("image", np.array([[b"x", b"y"]], dtype=object), "BYTES", "must be shaped [N] or [N, 1], got [1, 2]"),
+        (
+            "image",
+            np.array([[b"x", b"y"]], dtype=object),
+            "BYTES",
+            "must be shaped [N] or [N, 1], got [1, 2]",
+        ),
         ("image", np.array([b"not an image"], dtype=object), "BYTES", "not a recognised image"),
         ("image", _images(1).repeat(17), "BYTES", "holds 17 rows; the limit is 16"),
     ],
@@ -214,17 +277,37 @@ def test_invalid_input(grpc_client, http_client, name, data, datatype, text) -> 
 
 def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> None:  # type: ignore[no-untyped-def]
     inp = [_grpc_input("input", _pixels(1), "UINT8")]
-    g = _grpc_error(lambda: grpc_client.infer("tiny", inp, outputs=[grpcclient.InferRequestedOutput("logits")]))
+    g = _grpc_error(
+        lambda: grpc_client.infer("tiny", inp, outputs=[grpcclient.InferRequestedOutput("logits")])
+    )
     assert g.status() == "StatusCode.INVALID_ARGUMENT" and "unknown output 'logits'" in g.message()
     url = f"http://{served.http_url}/v2/models/tiny/infer"
     bad = [
         (b"{not json", {}, "not valid JSON"),
         (json.dumps({"inputs": []}).encode(), {}, "non-empty 'inputs'"),
-        (json.dumps({"inputs": [{"name": "input", "shape": [1, H, W, C], "datatype": "UINT8", "data": [1, 2]}]}).encode(),
-         {}, f"needs {H * W * C} values, got 2"),
-        (json.dumps({"inputs": [{"name": "input", "shape": [1, H, W, C], "datatype": "UINT8",
-                                 "parameters": {"binary_data_size": 10}}]}).encode(),
-         {}, "does not fit the binary data"),
+        (
+            json.dumps(
+                {"inputs": [{"name": "input", "shape": [1, H, W, C], "datatype": "UINT8", "data": [1, 2]}]}
+            ).encode(),
+            {},
+            f"needs {H * W * C} values, got 2",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "input",
+                            "shape": [1, H, W, C],
+                            "datatype": "UINT8",
+                            "parameters": {"binary_data_size": 10},
+                        }
+                    ]
+                }
+            ).encode(),
+            {},
+            "does not fit the binary data",
+        ),
     ]
     for body, headers, text in bad:
         r = httpx.post(url, content=body, headers=headers)
@@ -234,3 +317,50 @@ def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> 
 def test_unimplemented_rpc(grpc_client) -> None:  # type: ignore[no-untyped-def]
     err = _grpc_error(lambda: grpc_client.get_model_config("tiny"))
     assert err.status() == "StatusCode.UNIMPLEMENTED"
+
+
+def test_grpc_typed_contents(served) -> None:  # type: ignore[no-untyped-def]
+    """Clients other than tritonclient may send ``contents`` instead of ``raw_input_contents``."""
+    import grpc
+    from tritonclient.grpc import service_pb2 as pb
+    from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+    pixels, images = _pixels(2), _images(2)
+    tensor = pb.ModelInferRequest.InferInputTensor
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        by_pixels = stub.ModelInfer(
+            pb.ModelInferRequest(
+                model_name="tiny",
+                inputs=[
+                    tensor(
+                        name="input",
+                        datatype="UINT8",
+                        shape=[2, H, W, C],
+                        contents=pb.InferTensorContents(uint_contents=pixels.reshape(-1).tolist()),
+                    )
+                ],
+            )
+        )
+        by_image = stub.ModelInfer(
+            pb.ModelInferRequest(
+                model_name="tiny",
+                id="r7",
+                inputs=[
+                    tensor(
+                        name="image",
+                        datatype="BYTES",
+                        shape=[2],
+                        contents=pb.InferTensorContents(bytes_contents=list(images)),
+                    )
+                ],
+            )
+        )
+    assert by_image.id == "r7" and by_image.model_version == "1"
+    for response, expected in (
+        (by_pixels, served.call(served.runtime.classify_pixels(pixels)).probabilities),
+        (by_image, served.call(served.runtime.classify_images(list(images))).probabilities),
+    ):
+        assert [o.name for o in response.outputs] == ["probabilities", "label"]
+        probs = np.frombuffer(response.raw_output_contents[0], np.float32).reshape(2, CLASSES)
+        np.testing.assert_array_equal(probs, expected)
