@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from imgserve import __version__
-from inference.errors import InvalidInput, NotFound, NotReady
+from inference.errors import ImgServeError, InvalidInput, NotFound, NotReady
 from inference.session import OnnxClassifier
 
 from .oip_codec import RequestedOutput, Tensor, bytes_tensor
@@ -51,7 +51,12 @@ class OipDataPlane:
 
     @property
     def runtime(self) -> ModelRuntime:
-        return self._get_runtime()
+        try:
+            return self._get_runtime()
+        except ImgServeError:
+            raise
+        except Exception as exc:  # e.g. the service has not built its runtime yet
+            raise NotReady("the service is starting", retry_after=1.0) from exc
 
     # ---- health and metadata ----------------------------------------------------------------------
     def live(self) -> bool:
@@ -60,7 +65,7 @@ class OipDataPlane:
     def ready(self) -> bool:
         try:
             return self.runtime.ready
-        except Exception:  # the service has no runtime yet
+        except NotReady:
             return False
 
     def server_metadata(self) -> dict[str, Any]:

@@ -23,9 +23,11 @@ Client (unmodified tritonclient)::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -156,10 +158,17 @@ def _timeout_s(request: pb.ModelInferRequest, context: Any) -> float | None:
     return min(candidates) if candidates else None
 
 
+RpcObserver = Callable[[str, str, float], None]  # (endpoint "grpc:ModelInfer", status code name, seconds)
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """The one place exceptions become gRPC status codes: ``ImgServeError.grpc_code`` with its message,
     a ``retry-after`` trailer for UNAVAILABLE, UNIMPLEMENTED for RPCs imgserve does not offer, INTERNAL
-    (details logged, not sent) for anything unexpected."""
+    (details logged, not sent) for anything unexpected. It also reports each RPC's outcome to ``on_rpc``
+    (same shape as the HTTP metrics' ``observe_request``)."""
+
+    def __init__(self, on_rpc: RpcObserver | None = None):
+        self._on_rpc = on_rpc
 
     async def intercept_service(
         self,
@@ -171,23 +180,36 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             return handler
         behavior = handler.unary_unary
         method = handler_call_details.method
+        endpoint = "grpc:" + method.rsplit("/", 1)[-1]
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            t0 = time.perf_counter()
+            code, details, trailer = grpc.StatusCode.OK, "", ()
             try:
                 result = behavior(request, context)
                 return (await result) if inspect.isawaitable(result) else result
-            except grpc.aio.AbortError:
+            except grpc.aio.AbortError:  # the handler aborted by itself
+                code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except ImgServeError as exc:
-                metadata = (("retry-after", str(math.ceil(exc.retry_after))),) if exc.retry_after else ()
-                await context.abort(
-                    getattr(grpc.StatusCode, exc.grpc_code), exc.message, trailing_metadata=metadata
-                )
+                code, details = getattr(grpc.StatusCode, exc.grpc_code), exc.message
+                if exc.retry_after:
+                    trailer = (("retry-after", str(math.ceil(exc.retry_after))),)
             except NotImplementedError:
-                await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve")
+                code, details = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve"
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
             except Exception:
                 log.exception("unexpected error in %s", method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+                code, details = grpc.StatusCode.INTERNAL, "internal server error"
+            finally:
+                if self._on_rpc is not None:
+                    try:
+                        self._on_rpc(endpoint, getattr(code, "name", str(code)), time.perf_counter() - t0)
+                    except Exception:
+                        log.exception("RPC observer failed")
+            await context.abort(code, details, trailing_metadata=trailer)
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
@@ -218,12 +240,14 @@ async def start_grpc_server(
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
+    on_rpc: RpcObserver | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
 
     ``port`` defaults to ``runtime.settings.grpc_port``; 0 binds a free port (see ``.port``). With
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
-    kernel spreads connections across them, as BentoML does for HTTP workers.
+    kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
+    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``).
     """
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
     if port is None:
@@ -233,7 +257,7 @@ async def start_grpc_server(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(OipDataPlane(get_runtime)), server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -15,6 +15,7 @@ Mount it in any FastAPI app::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+OFFLOAD_BYTES = 256 * 1024
 
 
 def error_response(status: int, message: str, retry_after: float | None = None) -> Response:
@@ -83,24 +85,34 @@ def build_router(
     async def server_metadata() -> Response:
         return _json(plane.server_metadata())
 
+    def version_of(request: Request) -> str:
+        return str(request.path_params.get("version", ""))
+
     @router.get("/models/{name}")
     @router.get("/models/{name}/versions/{version}")
-    async def model_metadata(name: str, version: str = "") -> Response:
-        return _json(plane.model_metadata(name, version))
+    async def model_metadata(name: str, request: Request) -> Response:
+        return _json(plane.model_metadata(name, version_of(request)))
 
     @router.get("/models/{name}/ready")
     @router.get("/models/{name}/versions/{version}/ready")
-    async def model_ready(name: str, version: str = "") -> Response:
-        plane.resolve(name, version)  # NotFound -> 404, NotReady -> 503
+    async def model_ready(name: str, request: Request) -> Response:
+        plane.resolve(name, version_of(request))  # NotFound -> 404, NotReady -> 503
         return _json({"name": name, "ready": True})
 
     @router.post("/models/{name}/infer")
     @router.post("/models/{name}/versions/{version}/infer")
-    async def infer(name: str, request: Request, version: str = "") -> Response:
-        model = plane.resolve(name, version)
+    async def infer(name: str, request: Request) -> Response:
+        model = plane.resolve(name, version_of(request))
         body = await _read_body(request, max_body_bytes)
-        header, binary = _split_body(body, request.headers.get(HEADER_LENGTH))
-        inputs, outputs, params = _parse_request(header, binary)
+        args = (
+            body,
+            request.headers.get("content-encoding"),
+            request.headers.get(HEADER_LENGTH),
+            max_body_bytes,
+        )
+        # big bodies (JSON number lists above all) are parsed off the event loop the front ends share
+        parsed = await asyncio.to_thread(_decode, *args) if len(body) > OFFLOAD_BYTES else _decode(*args)
+        header, inputs, outputs, params = parsed
         timeout_us = params.get("timeout")
         timeout_s = timeout_us / 1e6 if isinstance(timeout_us, int | float) and timeout_us > 0 else None
         result = await plane.infer(
@@ -122,18 +134,32 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding in ("gzip", "deflate"):  # tritonclient's request_compression_algorithm
-        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
-        try:
-            body = inflater.decompress(body, limit + 1)
-        except zlib.error:
-            raise InvalidInput(f"the request body is not valid {encoding} data") from None
-        if len(body) > limit or inflater.unconsumed_tail:
-            raise PayloadTooLarge(f"the decompressed request body exceeds the limit of {limit} bytes")
-    elif encoding != "identity":
+    return b"".join(chunks)
+
+
+def _decode(
+    body: bytes, encoding: str | None, header_length: str | None, limit: int
+) -> tuple[dict[str, Any], list[Tensor], list[RequestedOutput], dict[str, Any]]:
+    """Body bytes -> (JSON header, input tensors, requested outputs, request parameters)."""
+    body = _inflate(body, (encoding or "identity").lower(), limit)
+    header, binary = _split_body(body, header_length)
+    inputs, outputs, params = _parse_request(header, binary)
+    return header, inputs, outputs, params
+
+
+def _inflate(body: bytes, encoding: str, limit: int) -> bytes:
+    """Undo tritonclient's ``request_compression_algorithm`` (gzip or deflate), bounded by ``limit``."""
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "deflate"):
         raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (use gzip or deflate)")
+    inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        body = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        raise InvalidInput(f"the request body is not valid {encoding} data") from None
+    if len(body) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decompressed request body exceeds the limit of {limit} bytes")
     return body
 
 

@@ -16,7 +16,6 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
-from inference.errors import NotReady
 from inference.registry import Registry
 from serving.oip_grpc import start_grpc_server
 from serving.oip_rest import build_router
@@ -47,7 +46,8 @@ def test_not_ready_over_rest_and_grpc(tmp_path: Path) -> None:
             assert (await http.get("/v2/models/tiny/ready")).status_code == 503
             assert (await http.get("/v2/models/other/ready")).status_code == 404
 
-        server = await start_grpc_server(runtime, "127.0.0.1", 0)
+        rpcs: list[tuple[str, str]] = []
+        server = await start_grpc_server(runtime, "127.0.0.1", 0, on_rpc=lambda e, c, s: rpcs.append((e, c)))
         client = grpcaio.InferenceServerClient(f"127.0.0.1:{server.port}")
         try:
             assert await client.is_server_live() and not await client.is_server_ready()
@@ -64,6 +64,7 @@ def test_not_ready_over_rest_and_grpc(tmp_path: Path) -> None:
                     await stub.ModelInfer(pb.ModelInferRequest(model_name="tiny"))
                 assert raw.value.code() == grpc.StatusCode.UNAVAILABLE
                 assert dict(raw.value.trailing_metadata())["retry-after"] == "1"
+            assert ("grpc:ServerLive", "OK") in rpcs and ("grpc:ModelInfer", "UNAVAILABLE") in rpcs
         finally:
             await client.close()
             await server.stop(0)
@@ -75,10 +76,10 @@ def test_no_runtime_yet_and_body_limits(tmp_path: Path) -> None:
     """``get_runtime`` may fail before the service has built its runtime; bodies are bounded."""
     runtime = _runtime(tmp_path)
 
+    state: dict[str, ModelRuntime] = {}
+
     def get_runtime() -> ModelRuntime:
-        if not runtime.ready:
-            raise NotReady("the service is starting", retry_after=2)
-        return runtime
+        return state["runtime"]  # KeyError until the service has built it
 
     async def main() -> None:
         app = FastAPI()
@@ -86,7 +87,11 @@ def test_no_runtime_yet_and_body_limits(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
             assert (await http.get("/v2/health/ready")).status_code == 503
             r = await http.get("/v2/models/tiny")
-            assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+            assert (
+                r.status_code == 503 and r.headers["Retry-After"] == "1" and "starting" in r.json()["error"]
+            )
+            state["runtime"] = runtime
+            assert (await http.get("/v2/models/tiny")).status_code == 503  # built, not loaded yet
             await runtime.start()
             try:
                 assert (await http.get("/v2/health/ready")).status_code == 200
