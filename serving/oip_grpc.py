@@ -11,14 +11,14 @@ Usage (inside the service's event loop)::
     ...
     await server.stop(grace=5)
 
-Client (unmodified tritonclient)::
+Client (unmodified tritonclient; :func:`infer_images` wraps this)::
 
     import numpy as np, tritonclient.grpc as grpcclient
     client = grpcclient.InferenceServerClient("127.0.0.1:8001")
     inp = grpcclient.InferInput("image", [1], "BYTES")
     inp.set_data_from_numpy(np.array([open("shoe.png", "rb").read()], dtype=object))
     result = client.infer("fashion-mnist", [inp])
-    result.as_numpy("probabilities"), result.as_numpy("label")
+    result.as_numpy("probabilities"), result.as_numpy("label"), result.get_response().model_version
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+import numpy as np
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -266,3 +267,23 @@ async def start_grpc_server(
     await server.start()
     log.info("OIP gRPC server listening on %s:%d", host, bound)
     return GrpcServer(server, host, bound)
+
+
+# ---- client side (scripts, benchmarks) -----------------------------------------------------------
+def infer_images(
+    client: Any, model: str, images: Sequence[bytes], *, version: str = "", timeout_s: float | None = None
+) -> tuple[np.ndarray, list[str], str]:
+    """Classify encoded images with one ``ModelInfer`` call of an unmodified ``tritonclient.grpc`` client.
+
+    Returns (probabilities [N, C], labels, model version). ``client`` is a
+    ``tritonclient.grpc.InferenceServerClient("host:8001")``, created once and reused.
+    """
+    from tritonclient.grpc import InferInput
+
+    data = np.empty(len(images), dtype=np.object_)
+    data[:] = list(images)
+    inp = InferInput("image", [len(images)], "BYTES")
+    inp.set_data_from_numpy(data)
+    result = client.infer(model, [inp], model_version=version, client_timeout=timeout_s)
+    labels = [v.decode() for v in result.as_numpy("label")]
+    return result.as_numpy("probabilities"), labels, result.get_response().model_version

@@ -52,7 +52,9 @@ class OipTestServer:
         self.grpc = await start_grpc_server(self.runtime, "127.0.0.1", 0)
         app = FastAPI()
         app.include_router(build_router(lambda: self.runtime))
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+        # every keep-alive response waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.http_port = sock.getsockname()[1]

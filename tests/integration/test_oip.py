@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from inference.registry import Registry
+from serving.oip_grpc import infer_images
 from serving.settings import ServeSettings
 from tests.fixtures import encode_image, register_tiny, sample_image
 from tests.integration.oip_harness import OipTestServer
@@ -125,6 +126,9 @@ def test_same_image_same_probabilities_everywhere(served, grpc_client, http_clie
         label = result.as_numpy("label")[0]
         assert (label.decode() if isinstance(label, bytes) else label) == direct.labels()[0]
     assert g.get_response().model_version == "1" and h.get_response()["model_version"] == "1"
+    probs, labels, version = infer_images(grpc_client, "tiny", list(_images(3)))  # the scripts' helper
+    assert probs.shape == (3, CLASSES) and version == "1" and labels[0] == direct.labels()[0]
+    np.testing.assert_array_equal(probs[:1], direct.probabilities)
 
 
 def test_batch_of_8_bytes_and_uint8(served, grpc_client, http_client) -> None:  # type: ignore[no-untyped-def]
