@@ -96,13 +96,16 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
-        inputs = _decode_inputs(request)
-        outputs = [
-            RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))
-            for o in request.outputs
-        ]
-        timeout_s = _timeout_s(request, context)
-        result = await self.plane.infer(model, inputs, outputs, request_id=request.id, timeout_s=timeout_s)
+        with self.plane.admit():
+            inputs = _decode_inputs(request)
+            outputs = [
+                RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))
+                for o in request.outputs
+            ]
+            timeout_s = _timeout_s(request, context)
+            result = await self.plane.infer(
+                model, inputs, outputs, request_id=request.id, timeout_s=timeout_s
+            )
         return pb.ModelInferResponse(
             model_name=result.model_name,
             model_version=result.model_version,
@@ -242,13 +245,15 @@ async def start_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
+    max_inflight: int | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
 
     ``port`` defaults to ``runtime.settings.grpc_port``; 0 binds a free port (see ``.port``). With
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
-    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``).
+    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``max_inflight``: see
+    :class:`OipDataPlane` (e.g. ``settings.inflight_limit()``).
     """
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
     if port is None:
@@ -259,7 +264,9 @@ async def start_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(OipDataPlane(get_runtime)), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+        OipServicer(OipDataPlane(get_runtime, max_inflight=max_inflight)), server
+    )
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:

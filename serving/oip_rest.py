@@ -65,10 +65,14 @@ class OipRoute(APIRoute):
 
 
 def build_router(
-    get_runtime: Callable[[], ModelRuntime], *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    get_runtime: Callable[[], ModelRuntime],
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_inflight: int | None = None,
 ) -> APIRouter:
-    """The ``/v2`` routes over the runtime returned by ``get_runtime()`` (called per request)."""
-    plane = OipDataPlane(get_runtime)
+    """The ``/v2`` routes over the runtime returned by ``get_runtime()`` (called per request).
+    ``max_inflight``: see :class:`OipDataPlane` (e.g. ``settings.inflight_limit()``)."""
+    plane = OipDataPlane(get_runtime, max_inflight=max_inflight)
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"], route_class=OipRoute)
 
     @router.get("/health/live")
@@ -103,21 +107,22 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        body = await _read_body(request, max_body_bytes)
-        args = (
-            body,
-            request.headers.get("content-encoding"),
-            request.headers.get(HEADER_LENGTH),
-            max_body_bytes,
-        )
-        # big bodies (JSON number lists above all) are parsed off the event loop the front ends share
-        parsed = await asyncio.to_thread(_decode, *args) if len(body) > OFFLOAD_BYTES else _decode(*args)
-        header, inputs, outputs, params = parsed
-        timeout_us = params.get("timeout")
-        timeout_s = timeout_us / 1e6 if isinstance(timeout_us, int | float) and timeout_us > 0 else None
-        result = await plane.infer(
-            model, inputs, outputs, request_id=str(header.get("id", "")), timeout_s=timeout_s
-        )
+        with plane.admit():
+            body = await _read_body(request, max_body_bytes)
+            args = (
+                body,
+                request.headers.get("content-encoding"),
+                request.headers.get(HEADER_LENGTH),
+                max_body_bytes,
+            )
+            # big bodies (JSON number lists above all) are parsed off the event loop the front ends share
+            parsed = await asyncio.to_thread(_decode, *args) if len(body) > OFFLOAD_BYTES else _decode(*args)
+            header, inputs, outputs, params = parsed
+            timeout_us = params.get("timeout")
+            timeout_s = timeout_us / 1e6 if isinstance(timeout_us, int | float) and timeout_us > 0 else None
+            result = await plane.infer(
+                model, inputs, outputs, request_id=str(header.get("id", "")), timeout_s=timeout_s
+            )
         return _infer_response(result, outputs, bool(params.get("binary_data_output", False)))
 
     return router

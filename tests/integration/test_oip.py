@@ -135,8 +135,13 @@ def test_batch_of_8_bytes_and_uint8(served, grpc_client, http_client) -> None:  
     images, pixels = _images(8), _pixels(8)
     by_image = served.call(served.runtime.classify_images(list(images))).probabilities
     by_pixels = served.call(served.runtime.classify_pixels(pixels)).probabilities
+    normalised = (
+        pixels.astype(np.float32) / 255.0
+    )  # the tiny model's preprocessing: scale 1/255, mean 0, std 1
     cases = [
         (grpc_client.infer("tiny", [_grpc_input("image", images, "BYTES")]), by_image),
+        (grpc_client.infer("tiny", [_grpc_input("input", normalised, "FP32")]), by_pixels),
+        (http_client.infer("tiny", [_http_input("input", normalised, "FP32")]), by_pixels),
         (grpc_client.infer("tiny", [_grpc_input("image", images.reshape(8, 1), "BYTES")], "1"), by_image),
         (grpc_client.infer("tiny", [_grpc_input("input", pixels, "UINT8")]), by_pixels),
         (http_client.infer("tiny", [_http_input("image", images, "BYTES")]), by_image),
@@ -163,7 +168,7 @@ def test_batch_of_8_bytes_and_uint8(served, grpc_client, http_client) -> None:  
         ),
     ]
     for result, expected in cases:
-        np.testing.assert_array_equal(result.as_numpy("probabilities"), expected)
+        np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=0, atol=1e-6)
         assert result.as_numpy("label").shape == (expected.shape[0],)
 
 

@@ -15,6 +15,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from inference.registry import Registry
+from serving.oip_grpc import start_grpc_server
 from serving.settings import ServeSettings
 from tests.fixtures import register_tiny, tiny_card
 from tests.integration.oip_harness import OipTestServer
@@ -146,3 +147,28 @@ def test_hot_swap_reports_the_new_version(tmp_path: Path) -> None:
     finally:
         client.close()
         server.stop()
+
+
+def test_max_inflight_refuses_before_decoding(overloaded: OipTestServer) -> None:
+    """With ``max_inflight`` a front end refuses a request before reading it (queue never reached)."""
+    server = overloaded.call(start_grpc_server(overloaded.runtime, "127.0.0.1", 0, max_inflight=1))
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    inp = grpcclient.InferInput("input", [1, H, W, C], "UINT8").set_data_from_numpy(
+        np.zeros((1, H, W, C), np.uint8)
+    )
+
+    def call() -> str:
+        try:
+            client.infer("slow", [inp])
+            return "ok"
+        except InferenceServerException as exc:
+            assert exc.status() == "StatusCode.UNAVAILABLE", exc
+            return "busy" if "too many requests in progress" in exc.message() else exc.message()
+
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            outcomes = list(pool.map(lambda _: call(), range(6)))
+    finally:
+        client.close()
+        overloaded.call(server.stop(0))
+    assert "ok" in outcomes and "busy" in outcomes, outcomes
