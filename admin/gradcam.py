@@ -175,7 +175,8 @@ class GradCamWorker:
                 raise GradCamUnavailable(f"Grad-CAM took longer than {self.timeout_s:.0f} s") from None
             except Exception as exc:  # a model Keras cannot load or explain: say why, keep the worker
                 log.warning("Grad-CAM of %s failed: %r", keras_path, exc)
-                raise GradCamUnavailable(f"cannot explain this model: {type(exc).__name__}: {str(exc)[:300]}") from None
+                detail = str(exc).replace(keras_path, os.path.basename(keras_path))[:300]  # no server paths
+                raise GradCamUnavailable(f"cannot explain this model: {type(exc).__name__}: {detail}") from None
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -48,22 +48,31 @@
     }
   }
 
-  /* ---- base versions ---- */
+  /* ---- base versions: warm start needs the version's model.keras ---- */
   async function loadVersions() {
     const sel = $("#job-base");
     const name = $("#job-model").value.trim();
     const keep = sel.value;
     IS.clear(sel);
+    let usable = false;
     try {
-      const r = await IS.api(`/models/${encodeURIComponent(name)}/versions`);
-      const prod = r.aliases.production;
-      sel.append(el("option", { value: "production" }, `production${prod != null ? " (v" + prod + ")" : ""}`));
-      for (const v of [...r.versions].reverse()) sel.append(el("option", { value: String(v.version) }, "v" + v.version));
+      const o = await IS.api(`/models/${encodeURIComponent(name)}/overview`);
+      const prod = o.aliases.production != null ? Number(o.aliases.production) : null;
+      const prodV = o.versions.find((v) => v.version === prod);
+      if (prodV) {
+        usable = prodV.has_keras;
+        sel.append(el("option", { value: "production", disabled: !prodV.has_keras },
+          `production (v${prod})` + (prodV.has_keras ? "" : " — no model.keras to start from")));
+      }
+      for (const v of [...o.versions].reverse()) {
+        sel.append(el("option", { value: String(v.version), disabled: !v.has_keras }, `v${v.version}` + (v.has_keras ? "" : " — no model.keras")));
+      }
     } catch (err) {
       if (err.status !== 404) IS.toast(err.message, "error");
     }
     sel.append(el("option", { value: "scratch" }, "nothing (train from scratch)"));
-    if ([...sel.options].some((o) => o.value === keep)) sel.value = keep;
+    const keepOpt = [...sel.options].find((o) => o.value === keep && !o.disabled);
+    sel.value = keepOpt ? keep : usable ? "production" : "scratch";
   }
 
   async function startJob(e) {

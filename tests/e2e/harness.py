@@ -218,7 +218,14 @@ def seed_registry(root: Path, name: str, keras_model: Path | None) -> Any:
 def create_inference_app(settings: Any = None) -> Any:
     import contextlib as cl
 
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        CollectorRegistry,
+        Counter,
+        Gauge,
+        Histogram,
+        generate_latest,
+    )
 
     from inference.errors import ImgServeError, InvalidInput
     from serving.runtime import ModelRuntime
