@@ -16,6 +16,8 @@
       s = await IS.api(`/serving/metrics?window=${$("#window").value}`);
     } catch (err) {
       IS.setError($("#serving-error"), err);
+      document.querySelectorAll(".kpi-value").forEach((n) => { n.textContent = "–"; });
+      $("#served-model").textContent = "";
       return;
     }
     IS.setError($("#serving-error"), null);

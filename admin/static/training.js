@@ -207,6 +207,6 @@
     $("#job-form").addEventListener("submit", startJob);
     $("#job-model").addEventListener("change", loadVersions);
     await Promise.all([loadDatasets(), loadVersions(), loadJobs()]);
-    IS.poll(() => loadJobs(), 3000);
+    setTimeout(() => IS.poll(() => loadJobs(), 3000), 3000);
   });
 })();
