@@ -21,13 +21,20 @@ setup-serve: $(PY)
 setup-all: $(PY) system-deps
 	$(PIP) install -q -e '.[all]'
 
-## Debian packages the project uses: Fashion-MNIST IDX files (apt, needs root or sudo).
+## Debian packages the project uses: Fashion-MNIST IDX files; chromium + chromium-driver for the dashboard's
+## browser tests (apt, needs root or sudo).
 system-deps:
 	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
 	  echo "dataset-fashion-mnist: present"; \
 	else \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+	  echo "chromium, chromium-driver: present"; \
+	else \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
 	fi
 
 ## First command: set up and serve the default (shipped) model on http://127.0.0.1:$(PORT).

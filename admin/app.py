@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile as StarletteUpload
 from inference.errors import ImgServeError, InvalidInput, NotFound
 from inference.registry import Registry
 
+from .dashboard import build_router
 from .datasets import DatasetStore
 from .jobs import JobRunner, JobStore
 from .settings import AdminSettings
@@ -253,6 +254,8 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         state.registry.rollback(name, int(to) if to is not None else None, reason=body.get("reason") or "rollback via admin API")
         return {"aliases": _aliases(state.registry, name), "service": await state.notify_service(name)}
 
+    # ---- dashboard pages (+ the few JSON endpoints only they need), same token check ---------------
+    app.include_router(build_router(state, auth))
     return app
 
 
