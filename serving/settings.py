@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.batcher import BatchingConfig
 from inference.errors import ConfigError
-from inference.imagecodec import DecodeLimits
-from inference.session import SessionOptions
+
+if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py without numpy/onnxruntime/Pillow
+    from inference.batcher import BatchingConfig
+    from inference.imagecodec import DecodeLimits
+    from inference.session import SessionOptions
 
 DEFAULT_MODEL = "fashion-mnist"
 
@@ -96,6 +98,8 @@ class ServeSettings(BaseSettings):
         }
 
     def batching(self) -> BatchingConfig:
+        from inference.batcher import BatchingConfig
+
         return BatchingConfig(
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
@@ -105,7 +109,11 @@ class ServeSettings(BaseSettings):
         )
 
     def session_options(self) -> SessionOptions:
+        from inference.session import SessionOptions
+
         return SessionOptions(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
 
     def decode_limits(self) -> DecodeLimits:
+        from inference.imagecodec import DecodeLimits
+
         return DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, max_side=self.max_side)

@@ -34,6 +34,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     log: Path
     registry: Registry
+    ready_after: float = 0.0  # seconds from spawn to the awaited probe answering 200
 
     def client(self, **kw: object) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30.0, **kw)  # type: ignore[arg-type]
@@ -72,7 +73,7 @@ def running_server(
         )
     server = Server(f"http://127.0.0.1:{port}", proc, log, registry)
     try:
-        wait_until(server, "/readyz" if wait_ready else "/livez")
+        server.ready_after = wait_until(server, "/readyz" if wait_ready else "/livez")
         yield server
     finally:
         stop(proc)
