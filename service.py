@@ -25,6 +25,15 @@ from serving.settings import ServeSettings
 settings = ServeSettings.from_env()
 app = create_app(settings)
 
+
+async def _current_service() -> object:
+    return bentoml.get_current_service()
+
+
+# BentoML hands ``self`` to the routes below through ``Depends(get_current_service)``, a sync function that
+# FastAPI would call on a worker thread for every request; the same lookup as a coroutine stays on the loop.
+app.dependency_overrides[bentoml.get_current_service] = _current_service
+
 _IMAGE_BODY = {
     "requestBody": {
         "content": {
