@@ -45,9 +45,10 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
         value = getattr(args, dest, None)
         if value is not None:
             env[var] = str(Path(value).resolve()) if dest == "models_dir" else str(value)
-    # Relative registry paths mean relative to where the user typed the command, not to the service dir.
-    if "IMGSERVE_MODELS_DIR" not in env:
-        env["IMGSERVE_MODELS_DIR"] = str((root / "models").resolve())
+    # bentoml runs in the service dir: a relative registry path means relative to where the user typed the
+    # command; none at all means this checkout's models/.
+    models_dir = env.get("IMGSERVE_MODELS_DIR")
+    env["IMGSERVE_MODELS_DIR"] = str(Path(models_dir).resolve() if models_dir else (root / "models").resolve())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(args.port), "--host", args.host]
     if args.development:

@@ -59,6 +59,16 @@ def test_serve_command_sets_env_from_flags(tmp_path: Path) -> None:
     assert "IMGSERVE_MAX_QUEUE" not in env  # unset flags leave the defaults to the settings object
 
 
+def test_serve_command_resolves_a_relative_registry_from_the_callers_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _, env, root = serve_command(_args(), environ={"IMGSERVE_MODELS_DIR": "my-models"})
+    assert env["IMGSERVE_MODELS_DIR"] == str(tmp_path.resolve() / "my-models")
+    _, env, root = serve_command(_args(), environ={})
+    assert env["IMGSERVE_MODELS_DIR"] == str(root / "models")
+
+
 def test_serve_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--dry-run", "--port", "4000"]) == 0
     assert "bentoml serve . --port 4000" in capsys.readouterr().out
