@@ -19,7 +19,7 @@ import bentoml
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from serving.http import HttpFrontend, create_app
+from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
 from serving.settings import ServeSettings
 
 settings = ServeSettings.from_env()
@@ -33,35 +33,6 @@ async def _current_service() -> object:
 # BentoML hands ``self`` to the routes below through ``Depends(get_current_service)``, a sync function that
 # FastAPI would call on a worker thread for every request; the same lookup as a coroutine stays on the loop.
 app.dependency_overrides[bentoml.get_current_service] = _current_service
-
-_IMAGE_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {"image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer"}},
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        }
-    }
-}
-_IMAGES_BODY = {
-    "requestBody": {
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                        "top_k": {"type": "integer"},
-                    },
-                }
-            }
-        }
-    }
-}
 
 
 @bentoml.service(name="imgserve", **settings.service_config())
@@ -88,11 +59,11 @@ class ImgServe:
     def __is_ready__(self) -> bool:
         return self.runtime.ready
 
-    @app.post("/predict", openapi_extra=_IMAGE_BODY, summary="Classify one image")
+    @app.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Classify one image")
     async def predict(self, request: Request) -> JSONResponse:
         return await self.http.predict(request)
 
-    @app.post("/predict_batch", openapi_extra=_IMAGES_BODY, summary="Classify several images")
+    @app.post("/predict_batch", openapi_extra=PREDICT_BATCH_OPENAPI, summary="Classify several images")
     async def predict_batch(self, request: Request) -> JSONResponse:
         return await self.http.predict_batch(request)
 

@@ -52,6 +52,35 @@ RAW_TYPES = ("application/octet-stream",)  # plus image/*
 ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
 MAX_TOP_K = 1000
+# Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
+PREDICT_OPENAPI = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+PREDICT_BATCH_OPENAPI = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "top_k": {"type": "integer"},
+                    },
+                }
+            }
+        }
+    }
+}
 INTERNAL_ERROR = {"error": "internal server error; the server log has the details", "type": "internal_error"}
 
 
