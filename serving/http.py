@@ -53,7 +53,9 @@ ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
 MAX_TOP_K = 1000
 # Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
+_TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
 PREDICT_OPENAPI = {
+    "parameters": [_TOP_K_PARAM],
     "requestBody": {
         "content": {
             "multipart/form-data": {
@@ -67,6 +69,7 @@ PREDICT_OPENAPI = {
     }
 }
 PREDICT_BATCH_OPENAPI = {
+    "parameters": [_TOP_K_PARAM],
     "requestBody": {
         "content": {
             "multipart/form-data": {
