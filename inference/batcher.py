@@ -124,7 +124,7 @@ class MicroBatcher:
         n = int(rows.shape[0])
         if n < 1:
             raise ValueError("rows must hold at least one input")
-        if self._queued_rows + n > self.config.max_queue:
+        if self._queued_rows and self._queued_rows + n > self.config.max_queue:  # (a lone request may exceed it)
             raise Overloaded(
                 f"the inference queue is full ({self._queued_rows} waiting), retry later",
                 retry_after=self.retry_after(),

@@ -37,6 +37,20 @@ class UnsupportedMediaType(InvalidInput):
     error_type = "unsupported_media_type"
 
 
+class Unauthorized(ImgServeError):
+    """Credentials are missing or wrong (HTTP adds ``WWW-Authenticate: Bearer``)."""
+
+    http_status = 401
+    grpc_code = "UNAUTHENTICATED"
+    error_type = "unauthorized"
+
+
+class Forbidden(ImgServeError):
+    http_status = 403
+    grpc_code = "PERMISSION_DENIED"
+    error_type = "forbidden"
+
+
 class NotFound(ImgServeError):
     http_status = 404
     grpc_code = "NOT_FOUND"

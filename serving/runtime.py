@@ -9,6 +9,7 @@ version even if a swap happens meanwhile; the old session is freed when the last
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -19,11 +20,11 @@ from typing import Any
 import numpy as np
 
 from inference.batcher import MicroBatcher
-from inference.errors import InvalidInput, NotReady
+from inference.errors import ImgServeError, InvalidInput, NotReady, RegistryError
 from inference.imagecodec import decode_image
 from inference.metadata import ModelCard
 from inference.preprocess import image_to_pixels, normalize
-from inference.registry import Registry
+from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, top_k
 
 from .settings import ServeSettings
@@ -71,11 +72,25 @@ class ModelRuntime:
         self._watch_task: asyncio.Task[None] | None = None
         self._on_swap = on_swap
         self.limits = settings.decode_limits()
+        self.last_error: str | None = None  # why the configured version could not be served, if it could not
+        self.serving_since: str | None = None  # UTC time of the last swap
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load and warm the configured version, start batching and the alias watch."""
-        await self.reload()
+        """Load and warm the configured version, start batching and the alias watch.
+
+        A registry without a servable version does not crash the process: the failure is logged, ``ready``
+        stays False (so ``/readyz`` answers 503) and the alias watch keeps trying, so a replica started before
+        its model was published becomes ready on its own."""
+        try:
+            await self.reload()
+        except ImgServeError as exc:
+            self.last_error = exc.message
+            log.error(
+                "no model to serve yet: %s; not ready until %s@%s loads%s",
+                exc.message, self.settings.model, self.settings.version,
+                "" if self.settings.poll_interval_s > 0 else " (alias watch is off: POST /reload after fixing it)",
+            )
         self.batcher.start()
         if self.settings.poll_interval_s > 0:
             self._watch_task = asyncio.create_task(self._watch(), name="alias-watch")
@@ -97,8 +112,30 @@ class ModelRuntime:
     @property
     def model(self) -> OnnxClassifier:
         if self._model is None:
-            raise NotReady("the model is not loaded yet", retry_after=1.0)
+            reason = f": {self.last_error}" if self.last_error else ""
+            raise NotReady(f"the model is not loaded yet{reason}", retry_after=max(1.0, self.settings.poll_interval_s))
         return self._model
+
+    def describe(self) -> dict[str, Any]:
+        """What ``GET /model`` shows: the served version's card, minus nothing a client could misuse."""
+        model = self.model
+        card = model.card
+        return {
+            "name": card.name,
+            "version": card.version,
+            "variant": model.variant,
+            "alias": self.settings.version,
+            "labels": list(card.labels),
+            "num_classes": card.num_classes,
+            "preprocessing": dataclasses.asdict(card.preprocessing),
+            "inputs": [dataclasses.asdict(t) for t in card.inputs],
+            "outputs": [dataclasses.asdict(t) for t in card.outputs],
+            "architecture": card.architecture,
+            "metrics": card.metrics,
+            "created_at": card.created_at,
+            "parent_version": card.parent_version,
+            "serving_since": self.serving_since,
+        }
 
     # ---- hot swap ----------------------------------------------------------------------------------
     async def reload(self, ref: str | int | None = None) -> dict[str, Any]:
@@ -110,11 +147,14 @@ class ModelRuntime:
             version = await loop.run_in_executor(None, self.registry.resolve, name, ref)
             current = self._model
             if current is not None and current.card.version == version and current.variant == variant:
+                self.last_error = None
                 return {"changed": False, "model": name, "version": version, "variant": variant}
             t0 = time.perf_counter()
             new = await loop.run_in_executor(None, self._load_and_warm, name, version, variant)
             seconds = time.perf_counter() - t0
             self._model = new  # the swap: one reference
+            self.last_error = None
+            self.serving_since = utc_now()
             old_label = current.label if current else None
             log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
             if self._on_swap:
@@ -130,10 +170,18 @@ class ModelRuntime:
 
     def _load_and_warm(self, name: str, version: int, variant: str) -> OnnxClassifier:
         card = self.registry.card(name, version)
-        model = OnnxClassifier.load(
-            self.registry.model_file(name, version, variant), card, variant, self.settings.session_options()
-        )
-        model.warmup()
+        try:
+            model = OnnxClassifier.load(
+                self.registry.model_file(name, version, variant), card, variant, self.settings.session_options()
+            )
+            model.warmup()
+        except ImgServeError:
+            raise
+        except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed
+            log.exception("loading %s v%s (%s) failed", name, version, variant)
+            raise RegistryError(
+                f"model {name!r} v{version} ({variant}) could not be loaded ({type(exc).__name__}); see the server log"
+            ) from exc
         return model
 
     async def _watch(self) -> None:
@@ -143,8 +191,12 @@ class ModelRuntime:
                 await self.reload()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # keep serving the current version; say why once per poll
-                log.warning("alias watch: keeping %s: %s", self._model.label if self._model else None, exc)
+            except ImgServeError as exc:  # keep serving the current version; say why (once per distinct reason)
+                if exc.message != self.last_error:
+                    log.warning("alias watch: keeping %s: %s", self._model.label if self._model else None, exc.message)
+                self.last_error = exc.message
+            except Exception:
+                log.exception("alias watch: keeping %s", self._model.label if self._model else None)
 
     # ---- data plane --------------------------------------------------------------------------------
     def _decode_to_pixels(self, data: bytes, model: OnnxClassifier) -> np.ndarray:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from inference.batcher import BatchingConfig
-from inference.imagecodec import DecodeLimits
-from inference.session import SessionOptions
+from inference.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py without numpy/onnxruntime/Pillow
+    from inference.batcher import BatchingConfig
+    from inference.imagecodec import DecodeLimits
+    from inference.session import SessionOptions
 
 DEFAULT_MODEL = "fashion-mnist"
 
@@ -31,6 +34,7 @@ class ServeSettings(BaseSettings):
     version: str = Field("production", description="alias or version number to serve")
     variant: Literal["int8", "fp32"] = "int8"
 
+    workers: int = Field(1, ge=1, le=64, description="HTTP worker processes (each loads the model)")
     max_batch_size: int = Field(32, ge=1, le=1024)
     max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue: int = Field(256, ge=1)
@@ -39,6 +43,9 @@ class ServeSettings(BaseSettings):
     allow_spinning: bool = False
     decode_threads: int = Field(default_factory=_cpus, ge=1)
     timeout_s: float = Field(10.0, gt=0, description="per-request deadline in the queue")
+    max_inflight: int = Field(
+        0, ge=0, description="HTTP requests admitted at once per worker, beyond that 503 (0 = derived from the queue)"
+    )
 
     max_image_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_pixels: int = Field(25_000_000, ge=1)
@@ -49,8 +56,50 @@ class ServeSettings(BaseSettings):
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
     admin_token: str | None = Field(None, description="bearer token for POST /reload; unset = loopback only")
+    access_log: bool = Field(True, description="one structured log line per request")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> ServeSettings:
+        """Read ``IMGSERVE_*``; a bad value raises ConfigError naming the variable, not a pydantic dump."""
+        try:
+            return cls(**overrides)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"IMGSERVE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid serving settings: {problems}") from None
+
+    @model_validator(mode="after")
+    def _share_cores_between_workers(self) -> ServeSettings:
+        """With several workers, the default lanes/decode threads split the cores instead of each taking all."""
+        if self.workers > 1:
+            share = max(1, _cpus() // self.workers)
+            if "lanes" not in self.model_fields_set:
+                self.lanes = share
+            if "decode_threads" not in self.model_fields_set:
+                self.decode_threads = share
+        return self
+
+    def inflight_limit(self) -> int:
+        """Requests admitted per worker: enough to fill the queue and every lane twice over, so that shedding
+        happens in the batcher (with a precise Retry-After) and this cap only bounds memory in a flood."""
+        if self.max_inflight:
+            return self.max_inflight
+        return self.max_queue + 2 * self.lanes * self.max_batch_size + 2 * self.decode_threads
+
+    def service_config(self) -> dict[str, object]:
+        """BentoML's per-service config. Our batcher sheds load with 503 + Retry-After well before BentoML's
+        own ``traffic.timeout`` (504) could fire, and BentoML's ``max_concurrency`` (429) stays unset."""
+        return {
+            "workers": self.workers,
+            "traffic": {"timeout": max(60.0, 3 * self.timeout_s + 30.0)},
+            "logging": {"access": {"enabled": False}},  # we log one structured line per request ourselves
+        }
 
     def batching(self) -> BatchingConfig:
+        from inference.batcher import BatchingConfig
+
         return BatchingConfig(
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
@@ -60,7 +109,11 @@ class ServeSettings(BaseSettings):
         )
 
     def session_options(self) -> SessionOptions:
+        from inference.session import SessionOptions
+
         return SessionOptions(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
 
     def decode_limits(self) -> DecodeLimits:
+        from inference.imagecodec import DecodeLimits
+
         return DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_pixels, max_side=self.max_side)

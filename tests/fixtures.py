@@ -43,6 +43,49 @@ def tiny_onnx_bytes(height: int, width: int, channels: int, classes: int, seed: 
     return model.SerializeToString()
 
 
+def conv_onnx_bytes(
+    height: int, width: int, channels: int, classes: int, seed: int, *, layers: int = 4, filters: int = 64
+) -> bytes:
+    """A real, deliberately slow CNN (3x3 convolutions at full resolution, few weights): tens of ms per image
+    on one core, so overload tests queue genuine work instead of faking slowness."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes = [helper.make_node("Transpose", ["input"], ["x0"], perm=[0, 3, 1, 2])]
+    inits = []
+    c_in = channels
+    for i in range(layers):
+        w = rng.normal(0, (2.0 / (9 * c_in)) ** 0.5, size=(filters, c_in, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"conv{i}_w"))
+        nodes.append(helper.make_node("Conv", [f"x{i}", f"conv{i}_w"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"x{i + 1}"]))
+        c_in = filters
+    head = rng.normal(0, 0.5, size=(filters, classes)).astype(np.float32)
+    inits += [
+        numpy_helper.from_array(head, "head_w"),
+        numpy_helper.from_array(np.zeros(classes, np.float32), "head_b"),
+    ]
+    nodes += [
+        helper.make_node("GlobalAveragePool", [f"x{layers}"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "head_w"], ["logits0"]),
+        helper.make_node("Add", ["logits0", "head_b"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny-conv",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", height, width, channels])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", classes])],
+        initializer=inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
 def tiny_card(name: str = "tiny", height: int = 28, width: int = 28, channels: int = 1, classes: int = 10) -> ModelCard:
     return ModelCard(
         name=name,
@@ -57,14 +100,21 @@ def tiny_card(name: str = "tiny", height: int = 28, width: int = 28, channels: i
 
 def register_tiny(
     registry: Registry, name: str = "tiny", *, seed: int = 0, height: int = 28, width: int = 28,
-    channels: int = 1, classes: int = 10, promote: bool = False,
+    channels: int = 1, classes: int = 10, promote: bool = False, conv_layers: int = 0, filters: int = 64,
 ) -> ModelCard:
-    """Register a tiny model version (fp32 and 'int8' files hold the same graph) and return its card."""
-    data = tiny_onnx_bytes(height, width, channels, classes, seed)
+    """Register a tiny model version (fp32 and 'int8' files hold the same graph) and return its card.
+    ``conv_layers > 0`` registers the slow CNN of :func:`conv_onnx_bytes` instead of the linear model."""
+    if conv_layers:
+        data = conv_onnx_bytes(height, width, channels, classes, seed, layers=conv_layers, filters=filters)
+    else:
+        data = tiny_onnx_bytes(height, width, channels, classes, seed)
+    card = tiny_card(name, height, width, channels, classes)
+    if conv_layers:
+        card = card.replace(architecture=f"tiny-conv{conv_layers}x{filters}")
     with registry.stage(name) as staged:
         (staged / "model.onnx").write_bytes(data)
         (staged / "model.int8.onnx").write_bytes(data)
-        card = registry.register(staged, tiny_card(name, height, width, channels, classes))
+        card = registry.register(staged, card)
     if promote:
         registry.promote(name, card.version, reason="test")
     return card

@@ -93,6 +93,25 @@ def test_full_queue_sheds_with_overloaded() -> None:
     run(main())
 
 
+def test_request_larger_than_the_queue_runs_when_the_queue_is_empty() -> None:
+    """Otherwise a /predict_batch of more images than max_queue would be refused forever, not just under load."""
+
+    async def main() -> None:
+        b = MicroBatcher(BatchingConfig(max_batch_size=4, lanes=1, max_queue=2))
+        b.start()
+        model = SlowDouble(delay=0.05)
+        first = asyncio.create_task(b.submit(model, np.ones((5, 1), np.float32)))
+        await asyncio.sleep(0.01)  # running, the queue is empty again
+        second = asyncio.create_task(b.submit(model, np.ones((3, 1), np.float32)))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):  # the queue holds 3 rows > 2: the next one is shed
+            await b.submit(model, np.ones((1, 1), np.float32))
+        assert (await first).shape == (5, 1) and (await second).shape == (3, 1)
+        await b.close()
+
+    run(main())
+
+
 def test_deadline_passed_in_queue_is_shed() -> None:
     async def main() -> None:
         b = MicroBatcher(BatchingConfig(max_batch_size=1, lanes=1, max_queue=10))

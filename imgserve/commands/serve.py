@@ -1,0 +1,86 @@
+"""``imgserve serve``: run the BentoML service (``bentoml serve .`` in the directory holding service.py).
+
+Flags become ``IMGSERVE_*`` environment variables (what ``serving.settings.ServeSettings`` reads), so the
+CLI, ``bentoml serve .`` and a container configured by env all run the same code path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from inference.errors import ConfigError
+
+# flag dest -> environment variable (only set when the flag is given)
+ENV_FLAGS = {
+    "models_dir": "IMGSERVE_MODELS_DIR",
+    "model": "IMGSERVE_MODEL",
+    "version": "IMGSERVE_VERSION",
+    "variant": "IMGSERVE_VARIANT",
+    "workers": "IMGSERVE_WORKERS",
+    "lanes": "IMGSERVE_LANES",
+    "max_batch_size": "IMGSERVE_MAX_BATCH_SIZE",
+    "max_wait_ms": "IMGSERVE_MAX_WAIT_MS",
+    "max_queue": "IMGSERVE_MAX_QUEUE",
+    "timeout": "IMGSERVE_TIMEOUT_S",
+    "poll_interval": "IMGSERVE_POLL_INTERVAL_S",
+}
+
+
+def service_dir() -> Path:
+    """The directory with service.py and bentofile.yaml: this checkout's root, else the current directory."""
+    for candidate in (Path(__file__).resolve().parents[2], Path.cwd()):
+        if (candidate / "service.py").is_file() and (candidate / "bentofile.yaml").is_file():
+            return candidate
+    raise ConfigError("cannot find service.py and bentofile.yaml: run from the imgserve checkout (pip install -e .)")
+
+
+def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = None) -> tuple[list[str], dict[str, str], Path]:
+    """The bentoml command line, its environment and working directory for these flags."""
+    root = service_dir()
+    env = dict(os.environ if environ is None else environ)
+    for dest, var in ENV_FLAGS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            env[var] = str(Path(value).resolve()) if dest == "models_dir" else str(value)
+    # bentoml runs in the service dir: a relative registry path means relative to where the user typed the
+    # command; none at all means this checkout's models/.
+    models_dir = env.get("IMGSERVE_MODELS_DIR")
+    env["IMGSERVE_MODELS_DIR"] = str(Path(models_dir).resolve() if models_dir else (root / "models").resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    argv = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(args.port), "--host", args.host]
+    if args.development:
+        argv.append("--development")
+    return argv, env, root
+
+
+def serve(args: argparse.Namespace) -> int:
+    argv, env, root = serve_command(args)
+    if args.dry_run:
+        print(" ".join(argv))
+        return 0
+    os.chdir(root)
+    os.execvpe(argv[0], argv, env)  # replaces this process: signals reach bentoml directly
+    return 0  # pragma: no cover
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve the production model over HTTP (BentoML + ONNX Runtime)")
+    p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
+    p.add_argument("--models-dir", type=Path, default=None, help="registry root (env IMGSERVE_MODELS_DIR, default models/)")
+    p.add_argument("--model", default=None, help="model name (env IMGSERVE_MODEL, default fashion-mnist)")
+    p.add_argument("--version", default=None, help="alias or version number (default production)")
+    p.add_argument("--variant", choices=("int8", "fp32"), default=None, help="ONNX variant (default int8)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes, each with its own model copy (default 1)")
+    p.add_argument("--lanes", type=int, default=None, help="batches run in parallel per worker (default: cores / workers)")
+    p.add_argument("--max-batch-size", type=int, default=None, help="rows per ONNX Runtime run (default 32)")
+    p.add_argument("--max-wait-ms", type=float, default=None, help="hold a lone request this long for company (default 0)")
+    p.add_argument("--max-queue", type=int, default=None, help="rows waiting before 503 (default 256)")
+    p.add_argument("--timeout", type=float, default=None, help="per-request deadline in seconds (default 10)")
+    p.add_argument("--poll-interval", type=float, default=None, help="seconds between production alias checks (0 = off)")
+    p.add_argument("--development", action="store_true", help="BentoML development mode (debug logs)")
+    p.add_argument("--dry-run", action="store_true", help="print the bentoml command instead of running it")
+    p.set_defaults(func=serve)

@@ -1,0 +1,76 @@
+"""imgserve's BentoML service: `bentoml serve .` (reads bentofile.yaml) or `imgserve serve`.
+
+The deployment story, top to bottom:
+1. Settings come from the environment (``IMGSERVE_*``), once, when BentoML imports this file.
+2. A FastAPI app is mounted for the HTTP API; its routes are methods of the service class, so they reach
+   the worker's one :class:`ModelRuntime` through ``self``.
+3. On startup each worker loads and warms the production version, then starts the micro-batcher and the
+   alias watch; ``/readyz`` says ready only after that.
+4. Requests are decoded off the event loop, batched by our own batcher (bounded queue: overload is a fast
+   503 + Retry-After), run by ONNX Runtime; a newly promoted version is swapped in without dropping any.
+BentoML adds ``/livez``, ``/readyz`` and ``/metrics`` (our metrics from serving/metrics.py included).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
+from serving.settings import ServeSettings
+
+settings = ServeSettings.from_env()
+app = create_app(settings)
+
+
+async def _current_service() -> object:
+    return bentoml.get_current_service()
+
+
+# BentoML hands ``self`` to the routes below through ``Depends(get_current_service)``, a sync function that
+# FastAPI would call on a worker thread for every request; the same lookup as a coroutine stays on the loop.
+app.dependency_overrides[bentoml.get_current_service] = _current_service
+
+
+@bentoml.service(name="imgserve", **settings.service_config())
+@bentoml.asgi_app(app, path="/")
+class ImgServe:
+    def __init__(self) -> None:
+        from serving.metrics import ServingMetrics  # imported in the worker, after PROMETHEUS_MULTIPROC_DIR
+        from serving.runtime import ModelRuntime  # onnxruntime: only in the worker, not in the arbiter
+
+        for name in ("serving", "inference", "imgserve"):
+            logging.getLogger(name).setLevel(settings.log_level)
+        metrics = ServingMetrics.get()
+        self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
+        self.http = HttpFrontend(self.runtime, settings, metrics)
+
+    @bentoml.on_startup
+    async def load_model(self) -> None:
+        await self.runtime.start()  # load + warm before the worker takes traffic
+
+    @bentoml.on_shutdown
+    async def unload_model(self) -> None:
+        await self.runtime.stop()
+
+    def __is_ready__(self) -> bool:
+        return self.runtime.ready
+
+    @app.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Classify one image")
+    async def predict(self, request: Request) -> JSONResponse:
+        return await self.http.predict(request)
+
+    @app.post("/predict_batch", openapi_extra=PREDICT_BATCH_OPENAPI, summary="Classify several images")
+    async def predict_batch(self, request: Request) -> JSONResponse:
+        return await self.http.predict_batch(request)
+
+    @app.get("/model", summary="The served model version's metadata")
+    async def model(self, request: Request) -> JSONResponse:
+        return self.http.model(request)
+
+    @app.post("/reload", summary="Re-read the production alias now and hot-swap (admin)")
+    async def reload(self, request: Request) -> JSONResponse:
+        return await self.http.reload(request)

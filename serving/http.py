@@ -1,0 +1,373 @@
+"""The HTTP front end: reads images out of requests, calls the shared runtime, writes JSON; maps errors once.
+
+``service.py`` mounts :func:`create_app` on the BentoML service and forwards each route to
+:class:`HttpFrontend`. Everything here is request plumbing: decoding, batching and model swaps belong to
+:class:`serving.runtime.ModelRuntime`.
+
+Errors: every :class:`ImgServeError` becomes its ``http_status`` with ``{"error": message, "type": ...}``,
+plus ``Retry-After`` (whole seconds) when it carries ``retry_after`` (``Overloaded``, ``NotReady`` -> 503).
+Anything else becomes a generic 500 whose traceback goes to the server log only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import ClientDisconnect
+from starlette.responses import JSONResponse
+
+from inference.errors import (
+    Forbidden,
+    ImgServeError,
+    InvalidInput,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
+
+from .settings import ServeSettings
+
+if TYPE_CHECKING:
+    from .metrics import ServingMetrics
+    from .runtime import Classification, ModelRuntime
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("imgserve.access")
+
+IMAGE_FIELDS = ("image", "file")  # /predict: one file under either name
+BATCH_FIELD = "images"  # /predict_batch: repeated
+RAW_TYPES = ("application/octet-stream",)  # plus image/*
+ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
+MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
+MAX_TOP_K = 1000
+# Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
+_TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
+PREDICT_OPENAPI = {
+    "parameters": [_TOP_K_PARAM],
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": {"type": "string", "format": "binary"}, "top_k": {"type": "integer"}},
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        }
+    }
+}
+PREDICT_BATCH_OPENAPI = {
+    "parameters": [_TOP_K_PARAM],
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                        "top_k": {"type": "integer"},
+                    },
+                }
+            }
+        }
+    }
+}
+INTERNAL_ERROR = {"error": "internal server error; the server log has the details", "type": "internal_error"}
+
+
+# ---- error mapping (the one place) -----------------------------------------------------------------
+def error_response(exc: ImgServeError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+
+
+async def _imgserve_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImgServeError)
+    request.state.error = exc.message
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    body = {"error": str(exc.detail), "type": "http_error"}
+    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
+    return error_response(InvalidInput(f"invalid request: {problems}"))
+
+
+class RequestObserver:
+    """Pure ASGI middleware: per request one metrics sample and at most one structured log line; turns an
+    unexpected exception into a generic JSON 500 (traceback logged here, never sent to the client)."""
+
+    def __init__(self, app: Any, *, access_log_enabled: bool = True) -> None:
+        self.app = app
+        self.access_log_enabled = access_log_enabled
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from .metrics import ServingMetrics
+
+        t0 = time.perf_counter()
+        state = scope.setdefault("state", {})
+        status = 0
+        started = False
+
+        async def _send(message: dict[str, Any]) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = int(message["status"]), True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        except Exception:
+            log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
+            state["error"] = "internal error"
+            if not started:
+                await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, send)
+            status = 500
+        finally:
+            seconds = time.perf_counter() - t0
+            status = status or 499  # client went away before an answer
+            path = scope.get("path", "").rstrip("/") or "/"
+            endpoint = path if path in ENDPOINTS else "other"
+            ServingMetrics.get().observe_request(endpoint, status, seconds)
+            if self.access_log_enabled:
+                line = {"method": scope.get("method"), "path": path, "status": status, "ms": round(1e3 * seconds, 2)}
+                line.update({k: v for k, v in state.items() if k in ("model", "images", "label", "error")})
+                access_log.info(json.dumps(line, separators=(",", ":")))
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    """The FastAPI app that service.py mounts: error handlers and the request observer, no routes (those are
+    methods of the BentoML service class, so they reach its runtime through ``self``)."""
+    app = FastAPI(title="imgserve", version="1", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
+    app.add_exception_handler(ImgServeError, _imgserve_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(RequestObserver, access_log_enabled=settings.access_log)
+    return app
+
+
+# ---- reading requests ------------------------------------------------------------------------------
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _check_length(request: Request, limit: int) -> None:
+    """Refuse a body whose declared length is over ``limit`` before reading any of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit} bytes")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    _check_length(request, limit)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise InvalidInput("the client closed the connection before sending the whole body") from None
+    return b"".join(chunks)
+
+
+async def _read_form_files(request: Request, *, max_files: int, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
+    """Parse a multipart body; returns its (field, value) pairs and the ``top_k`` form field, if any."""
+    _check_length(request, limit)
+    try:
+        form = await request.form(max_files=max_files, max_fields=16)
+    except (MultiPartException, HTTPException) as exc:
+        detail = getattr(exc, "message", None) or getattr(exc, "detail", "")
+        if "Too many files" in str(detail):
+            raise InvalidInput(f"too many files in one request; the limit is {max_files}") from None
+        raise InvalidInput(f"malformed multipart body: {detail}") from None
+    except ClientDisconnect:
+        raise InvalidInput("the client closed the connection before sending the whole body") from None
+    top_k = form.get("top_k")
+    return list(form.multi_items()), (top_k if isinstance(top_k, str) else None)
+
+
+async def _file_bytes(field: str, value: Any, max_bytes: int) -> bytes:
+    if not isinstance(value, UploadFile):
+        raise InvalidInput(f"multipart field {field!r} must be a file upload (curl: -F {field}=@photo.jpg)")
+    if value.size is not None and value.size > max_bytes:
+        raise PayloadTooLarge(f"the image is {value.size} bytes; the limit is {max_bytes} bytes")
+    return await value.read()
+
+
+def _names(items: list[tuple[str, Any]]) -> str:
+    names = sorted({k for k, v in items if k != "top_k"})
+    return ", ".join(repr(n) for n in names) if names else "none"
+
+
+async def read_image(request: Request, settings: ServeSettings) -> tuple[bytes, str | None]:
+    """One image from ``/predict``: multipart field ``image`` (or ``file``) or a raw ``image/*`` body."""
+    ctype = media_type(request)
+    if ctype == "multipart/form-data":
+        items, top_k = await _read_form_files(request, max_files=4, limit=settings.max_image_bytes + MULTIPART_SLACK)
+        found = [(k, v) for k, v in items if k in IMAGE_FIELDS]
+        if not found:
+            raise InvalidInput(
+                f"expected the image in a multipart file field named 'image' (or 'file'); got fields: {_names(items)}"
+            )
+        if len(found) > 1:
+            raise InvalidInput("send one image to /predict (several go to /predict_batch as 'images' fields)")
+        return await _file_bytes(*found[0], settings.max_image_bytes), top_k
+    if ctype.startswith("image/") or ctype in RAW_TYPES or not ctype:
+        body = await read_body(request, settings.max_image_bytes)
+        if not body:
+            raise InvalidInput(
+                "the request body is empty: send the image as the body (Content-Type image/*) "
+                "or as a multipart file field 'image'"
+            )
+        return body, None
+    raise UnsupportedMediaType(
+        f"unsupported Content-Type {ctype!r}: send multipart/form-data with a file field 'image', "
+        "or the raw image with Content-Type image/* or application/octet-stream"
+    )
+
+
+async def read_images(request: Request, settings: ServeSettings) -> tuple[list[bytes], str | None]:
+    """Several images from ``/predict_batch``: repeated multipart file fields ``images``."""
+    ctype = media_type(request)
+    if ctype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {ctype or 'none'!r}: send multipart/form-data with one file field "
+            f"'{BATCH_FIELD}' per image"
+        )
+    n = settings.max_batch_images
+    items, top_k = await _read_form_files(
+        request, max_files=n, limit=n * settings.max_image_bytes + MULTIPART_SLACK
+    )
+    found = [(k, v) for k, v in items if k == BATCH_FIELD]
+    if not found:
+        raise InvalidInput(
+            f"expected the images in repeated multipart file fields named '{BATCH_FIELD}'; got fields: {_names(items)}"
+        )
+    return [await _file_bytes(k, v, settings.max_image_bytes) for k, v in found], top_k
+
+
+def parse_top_k(raw: str | None, default: int) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        k = int(raw.strip())
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_TOP_K:
+        raise InvalidInput(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {raw[:20]!r}")
+    return k
+
+
+def check_admin(request: Request, token: str | None) -> None:
+    """``POST /reload``: bearer token when one is configured, else callers on this machine only."""
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("this endpoint needs the header 'Authorization: Bearer <IMGSERVE_ADMIN_TOKEN>'")
+        return
+    host = request.client.host if request.client else ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise Forbidden("this endpoint answers only local callers unless IMGSERVE_ADMIN_TOKEN is set")
+
+
+# ---- the routes' bodies --------------------------------------------------------------------------------
+def model_ref(result: Classification) -> dict[str, Any]:
+    return {"name": result.card.name, "version": result.card.version, "variant": result.model.variant}
+
+
+def predictions(result: Classification, k: int) -> list[dict[str, Any]]:
+    return [{"label": top[0]["label"], "score": top[0]["score"], "top_k": top} for top in result.top_k(k)]
+
+
+class HttpFrontend:
+    """What each route does, given the process's runtime. Admission: at most ``settings.inflight_limit()``
+    prediction requests per worker are read at once; beyond that 503 + Retry-After before the body is read."""
+
+    def __init__(self, runtime: ModelRuntime, settings: ServeSettings, metrics: ServingMetrics):
+        self.runtime = runtime
+        self.settings = settings
+        self.metrics = metrics
+        self.inflight = 0
+        self.limit = settings.inflight_limit()
+
+    def _admit(self) -> None:
+        if self.inflight >= self.limit:
+            raise Overloaded(
+                f"too many requests in progress ({self.inflight}), retry later",
+                retry_after=self.runtime.batcher.retry_after(),
+            )
+        self.runtime.model  # noqa: B018 - raises NotReady (503) before reading a body nobody can serve
+        self.inflight += 1
+        self.metrics.in_flight.inc()
+
+    def _release(self) -> None:
+        self.inflight -= 1
+        self.metrics.in_flight.dec()
+        self.metrics.queue_depth.set(self.runtime.batcher.queue_depth)
+
+    async def predict(self, request: Request) -> JSONResponse:
+        self._admit()
+        try:
+            image, form_top_k = await read_image(request, self.settings)
+            k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
+            result = await self.runtime.classify_images([image])
+            self.metrics.queue_depth.set(self.runtime.batcher.queue_depth)
+        finally:
+            self._release()
+        (one,) = predictions(result, k)
+        request.state.model, request.state.images, request.state.label = result.model.label, 1, one["label"]
+        return JSONResponse({**one, "model": model_ref(result)})
+
+    async def predict_batch(self, request: Request) -> JSONResponse:
+        self._admit()
+        try:
+            images, form_top_k = await read_images(request, self.settings)
+            k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
+            result = await self.runtime.classify_images(images)
+        finally:
+            self._release()
+        request.state.model, request.state.images = result.model.label, len(images)
+        return JSONResponse({"predictions": predictions(result, k), "model": model_ref(result)})
+
+    def model(self, request: Request) -> JSONResponse:
+        info = self.runtime.describe()
+        request.state.model = f"{info['name']}:{info['version']}:{info['variant']}"
+        return JSONResponse(info)
+
+    async def reload(self, request: Request) -> JSONResponse:
+        check_admin(request, self.settings.admin_token)
+        result = await self.runtime.reload()
+        request.state.model = f"{result['model']}:{result['version']}:{result['variant']}"
+        return JSONResponse(result)

@@ -1,0 +1,110 @@
+"""Real servers for e2e tests: ``python -m bentoml serve .`` (or ``imgserve serve``) as a subprocess on a
+free localhost port, against a temp registry; one server per test module, torn down with its process group."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from inference.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    registry: Registry
+    ready_after: float = 0.0  # seconds from spawn to the awaited probe answering 200
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30.0, **kw)  # type: ignore[arg-type]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def server_env(registry: Registry, home: Path, **settings: object) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=str(ROOT),
+        BENTOML_HOME=str(home),
+        BENTOML_DO_NOT_TRACK="true",
+        IMGSERVE_MODELS_DIR=str(registry.root),
+        IMGSERVE_MODEL="tiny",
+    )
+    env.update({f"IMGSERVE_{k.upper()}": str(v) for k, v in settings.items()})
+    return env
+
+
+@contextlib.contextmanager
+def running_server(
+    registry: Registry, tmp: Path, *, via_cli: bool = False, wait_ready: bool = True, **settings: object
+) -> Iterator[Server]:
+    port = free_port()
+    if via_cli:
+        cmd = [sys.executable, "-m", "imgserve", "serve", "--port", str(port), "--host", "127.0.0.1"]
+    else:
+        cmd = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"]
+    log = tmp / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=server_env(registry, tmp / "bentoml", **settings), stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: teardown reaches the arbiter and its workers
+        )
+    server = Server(f"http://127.0.0.1:{port}", proc, log, registry)
+    try:
+        server.ready_after = wait_until(server, "/readyz" if wait_ready else "/livez")
+        yield server
+    finally:
+        stop(proc)
+
+
+def wait_until(server: Server, path: str, timeout: float = 60.0) -> float:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if server.proc.poll() is not None:
+            pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}")
+        try:
+            if httpx.get(server.url + path, timeout=2.0).status_code == 200:
+                return time.monotonic() - t0
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{path} not 200 after {timeout}s:\n{server.log_text()[-4000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    pgid = proc.pid  # start_new_session: the group id is the pid we started
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    # workers may outlive the arbiter by a moment; make sure none of this group is left
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
