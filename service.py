@@ -47,13 +47,29 @@ class ImgServe:
         metrics = ServingMetrics.get()
         self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
         self.http = HttpFrontend(self.runtime, settings, metrics)
+        self.grpc = None
+        # Open Inference Protocol (KServe v2) REST under /v2, over the same runtime and batcher as /predict;
+        # added here, in the worker, so BentoML's arbiter never imports numpy/ONNX Runtime to read the config.
+        from serving.oip_rest import build_router
+
+        app.include_router(build_router(lambda: self.runtime, max_inflight=settings.inflight_limit()))
 
     @bentoml.on_startup
     async def load_model(self) -> None:
         await self.runtime.start()  # load + warm before the worker takes traffic
+        if settings.grpc_port:  # OIP gRPC on this worker's event loop, sharing the runtime and batcher
+            from serving.metrics import ServingMetrics
+            from serving.oip_grpc import start_grpc_server
+
+            self.grpc = await start_grpc_server(
+                self.runtime, settings.grpc_host, settings.grpc_port,
+                on_rpc=ServingMetrics.get().observe_request, max_inflight=settings.inflight_limit(),
+            )
 
     @bentoml.on_shutdown
     async def unload_model(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(5)
         await self.runtime.stop()
 
     def __is_ready__(self) -> bool:

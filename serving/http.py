@@ -50,6 +50,22 @@ IMAGE_FIELDS = ("image", "file")  # /predict: one file under either name
 BATCH_FIELD = "images"  # /predict_batch: repeated
 RAW_TYPES = ("application/octet-stream",)  # plus image/*
 ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
+_OIP_REST_SUFFIXES = ("/infer", "/ready")
+
+
+def endpoint_label(path: str) -> str:
+    """A bounded metrics label for a request path: our routes by name, OIP REST routes by kind."""
+    if path in ENDPOINTS:
+        return path
+    if path.startswith("/v2"):
+        if path.startswith("/v2/health/"):
+            return "v2:" + path.rsplit("/", 1)[-1]
+        if path.startswith("/v2/models/"):
+            return "v2:model_" + next((s[1:] for s in _OIP_REST_SUFFIXES if path.endswith(s)), "metadata")
+        return "v2:server_metadata"
+    return "other"
+
+
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
 MAX_TOP_K = 1000
 # Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
@@ -152,7 +168,7 @@ class RequestObserver:
             seconds = time.perf_counter() - t0
             status = status or 499  # client went away before an answer
             path = scope.get("path", "").rstrip("/") or "/"
-            endpoint = path if path in ENDPOINTS else "other"
+            endpoint = endpoint_label(path)
             ServingMetrics.get().observe_request(endpoint, status, seconds)
             if self.access_log_enabled:
                 line = {"method": scope.get("method"), "path": path, "status": status, "ms": round(1e3 * seconds, 2)}

@@ -55,6 +55,7 @@ class ServeSettings(BaseSettings):
 
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
+    grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")
     admin_token: str | None = Field(None, description="bearer token for POST /reload; unset = loopback only")
     access_log: bool = Field(True, description="one structured log line per request")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

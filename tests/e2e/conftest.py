@@ -51,6 +51,7 @@ def server_env(registry: Registry, home: Path, **settings: object) -> dict[str, 
         BENTOML_DO_NOT_TRACK="true",
         IMGSERVE_MODELS_DIR=str(registry.root),
         IMGSERVE_MODEL="tiny",
+        IMGSERVE_GRPC_PORT="0",  # off unless a test asks for it (tests/e2e/test_oip_service.py)
     )
     env.update({f"IMGSERVE_{k.upper()}": str(v) for k, v in settings.items()})
     return env
