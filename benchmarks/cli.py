@@ -5,7 +5,8 @@
 - ``report DIR``: re-render report.md and plots from DIR/results.json;
 - ``load URL``: one sweep against a server you started yourself;
 - ``corpus``: generate (or find) the cached image corpora;
-- ``targets``: list workloads and targets, and whether each can run here.
+- ``targets``: list workloads and targets, and whether each can run here;
+- ``prepare``: produce a workload's model if it is missing (e.g. the synthetic MobileNetV2, minutes).
 
 Nothing heavy is imported until a command runs.
 """
@@ -52,16 +53,19 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-cpus", default=None, help="pin servers to these CPUs, e.g. 1 or 0-1 (default: no pinning)")
     p.add_argument("--mlserver-python", default=None, help="interpreter with mlserver installed")
     p.add_argument("--label", default="", help="a note printed at the top of the report, e.g. 'shared load'")
+    p.add_argument("--prepare", action="store_true", help="first produce missing workload models (prepare hooks)")
     p.add_argument("--no-plots", action="store_true")
 
 
 def run_cmd(args: argparse.Namespace) -> int:
-    from .procs import install_cleanup
+    from .procs import cleanup_on_exit
     from .runner import RunConfig, run_suite
     from .targets import select_targets
     from .workloads import DEFAULT_WORKLOADS, parse_workload
 
     workloads = [parse_workload(s, args.models_dir) for s in (_csv(args.workloads) or DEFAULT_WORKLOADS)]
+    if args.prepare:
+        _prepare_all(workloads)
     out = args.out or DEFAULT_OUT_ROOT / datetime.now().strftime("%Y%m%d-%H%M%S")
     cfg = RunConfig.preset(
         args.quick, workloads=workloads, targets=select_targets(args.targets, args.quick), out=out,
@@ -71,8 +75,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python, label=args.label,
         plots=not args.no_plots,
     )
-    install_cleanup()
-    results = run_suite(cfg)
+    with cleanup_on_exit():
+        results = run_suite(cfg)
     print(summary(results))
     print(f"\nresults: {out / 'results.json'}\nreport:  {out / 'report.md'}")
     return 0
@@ -145,6 +149,23 @@ def targets_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_all(workloads: list) -> None:
+    from .workloads import Unavailable, prepare
+
+    for w in workloads:
+        try:
+            print(f"{w.name}: {'prepared' if prepare(w) else 'already present'} in {w.registry_root()}")
+        except Unavailable as exc:
+            print(f"{w.name}: {exc}")
+
+
+def prepare_cmd(args: argparse.Namespace) -> int:
+    from .workloads import DEFAULT_WORKLOADS, parse_workload
+
+    _prepare_all([parse_workload(s, args.models_dir) for s in (_csv(args.workloads) or DEFAULT_WORKLOADS)])
+    return 0
+
+
 def add_subcommands(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", metavar="ACTION", required=True)
     p = sub.add_parser("run", help="run the benchmark suite")
@@ -171,6 +192,11 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=None)
     p.add_argument("--imgserve-dir", type=Path, default=None)
     p.set_defaults(func=targets_cmd)
+
+    p = sub.add_parser("prepare", help="produce missing workload models via their prepare hooks (may take minutes)")
+    p.add_argument("workloads", nargs="?", default=None, help="comma list (default: the presets)")
+    p.add_argument("--models-dir", type=Path, default=None)
+    p.set_defaults(func=prepare_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -276,11 +276,18 @@ async def run_closed_loop(
             status = await client.send(index)
             samples.append((now, loop.time(), status))
 
+    finished = asyncio.Event()  # all workers stopped (the request cap can end a run before t_end)
+    window_end = [t_end]
+
     async def window_probe() -> dict[str, Any]:
         await asyncio.sleep(max(0.0, t_warm - loop.time()))
         cpu["start"] = time.process_time()
         before = await probe() if probe else {}
-        await asyncio.sleep(max(0.0, t_end - loop.time()))
+        try:
+            await asyncio.wait_for(finished.wait(), timeout=max(0.0, t_end - loop.time()))
+        except TimeoutError:
+            pass
+        window_end[0] = min(t_end, loop.time())
         cpu["end"] = time.process_time()
         after = await probe() if probe else {}
         return {"before": before, "after": after}
@@ -294,9 +301,10 @@ async def run_closed_loop(
         task.cancel()
     if pending:
         await asyncio.gather(*pending, return_exceptions=True)
+    finished.set()
     probes = await probe_task
     sent = counter
-    stats = summarize(samples, (t_warm, t_end), spec.concurrency)
+    stats = summarize(samples, (t_warm, max(t_warm, window_end[0])), spec.concurrency)
     return PointResult(
         **stats,
         sent=sent,

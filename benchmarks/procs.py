@@ -116,30 +116,29 @@ class ServerProcess:
         if self.proc is None:
             return
         pid = self.proc.pid
-        try:
-            import psutil
-
-            seen = {p.pid for p in psutil.Process(pid).children(recursive=True)}
-        except Exception:
-            seen = set()
-        seen.update(_session_members(pid))
+        seen = _descendants(pid)  # pid -> start time, so a recycled pid is never mistaken for ours
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
-        # Whatever is left of the session (and any descendant that moved out of it) is killed outright.
-        deadline = time.monotonic() + grace_s
-        while True:
-            left = (set(_session_members(pid)) | seen) - {os.getpid()}
-            left = {p for p in left if _alive(p)}
-            if not left or time.monotonic() > deadline:
+        # What is left of the session (Ray actors, MLServer workers: own process groups) gets SIGTERM, a
+        # short grace, then SIGKILL; so does any descendant seen at the start that moved out of the session.
+        def leftovers() -> set[int]:
+            ours = set(_session_members(pid)) | {p for p, t in seen.items() if _start_time(p) == t}
+            return {p for p in ours - {os.getpid()} if _alive(p)}
+
+        for sig, wait_s in ((signal.SIGTERM, 3.0), (signal.SIGKILL, 2.0)):
+            left = leftovers()
+            if not left:
                 break
-            time.sleep(0.2)
-        for p in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, signal.SIGKILL)
+            for p in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(p, sig)
+            deadline = time.monotonic() + wait_s
+            while leftovers() and time.monotonic() < deadline:
+                time.sleep(0.1)
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
@@ -153,6 +152,39 @@ class ServerProcess:
         except OSError:
             return "(no log)"
         return " | ".join(line.strip()[:300] for line in text[-lines:])
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot): with the pid, identifies a process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read().decode(errors="replace")
+        return int(stat[stat.rfind(")") + 2 :].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _descendants(pid: int) -> dict[int, int]:
+    """Every live descendant of ``pid`` (and members of its session), with start times."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+        except OSError:
+            continue
+        ppid = int(stat[stat.rfind(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, stack = set(), [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    found.update(_session_members(pid))
+    return {p: t for p in found if (t := _start_time(p)) is not None}
 
 
 def _alive(pid: int) -> bool:
@@ -182,8 +214,10 @@ def stop_all() -> None:
             server.stop(grace_s=3.0)
 
 
-def install_cleanup() -> None:
-    """Stop every server on exit and on SIGTERM/SIGINT (then re-raise as KeyboardInterrupt/SystemExit)."""
+@contextlib.contextmanager
+def cleanup_on_exit() -> Iterator[None]:
+    """While active: every server is stopped on SIGTERM/SIGINT (re-raised as SystemExit/KeyboardInterrupt)
+    and at interpreter exit; the previous signal handlers come back afterwards."""
     atexit.register(stop_all)
 
     def handler(signum: int, frame: Any) -> None:
@@ -192,6 +226,14 @@ def install_cleanup() -> None:
             raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
+    previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(ValueError):  # not the main thread (e.g. under some test runners)
-            signal.signal(sig, handler)
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        stop_all()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        atexit.unregister(stop_all)

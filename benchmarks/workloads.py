@@ -9,7 +9,8 @@ A workload is a registry root + model name + corpus kind. Two presets match the 
 
 Anything else is ``NAME=MODELS_DIR:MODEL:CORPUS`` on the command line (a fresh registry from the export
 package, a tiny test model...). A preset may name a ``prepare`` hook (``module:function``, called as
-``fn(models_dir, model)``) that produces the model when it is missing from the registry.
+``fn(Registry(models_dir), model)``) that produces the model when it is missing; it runs only when asked
+(``--prepare`` or ``benchmarks prepare``), because it may take minutes (TensorFlow, export, calibration).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from inference.metadata import ModelCard
 from inference.registry import KERAS_FILE, Registry
 
 from .corpus import KINDS
+
+BENCH_MODELS_DIR = Path(__file__).resolve().parent / ".cache" / "models"
 
 
 class Unavailable(Exception):
@@ -61,9 +64,10 @@ PRESETS: dict[str, Workload] = {
         corpus="jpeg-640x480",
         bound="compute",
         description="MobileNetV2 alpha=1.0 224x224x3 INT8 with ~640x480 photo-like JPEGs: decode + ORT dominate",
-        # Produced by the export package (colleague's work, not merged yet): register it under this name or
-        # pass mobilenetv2=DIR:NAME:jpeg-640x480, or set a prepare hook here once the export verb exists.
-        prepare=None,
+        # A random-weight MobileNetV2 (speed only) exported through the real export path into a git-ignored
+        # registry, so the shipped models/ stays small. Or pass mobilenetv2=DIR:NAME:jpeg-640x480.
+        models_dir=BENCH_MODELS_DIR,
+        prepare="export.synthetic:register_random_model",
     ),
 }
 DEFAULT_WORKLOADS = ("fashion-mnist", "mobilenetv2")
@@ -120,20 +124,32 @@ class ResolvedWorkload:
         }
 
 
-def resolve(workload: Workload) -> ResolvedWorkload:
-    """Find the model in its registry (running the prepare hook if it is missing); ``Unavailable`` if absent."""
+def prepare(workload: Workload) -> bool:
+    """Run the workload's prepare hook if its model is missing; True if it ran. ``Unavailable`` on failure."""
     root = workload.registry_root()
     registry = Registry(root)
-    if workload.model not in registry.list_models() and workload.prepare:
-        module, _, func = workload.prepare.partition(":")
-        try:
-            getattr(importlib.import_module(module), func)(root, workload.model)
-        except Exception as exc:  # the hook is someone else's code: report, do not crash the suite
-            raise Unavailable(f"prepare hook {workload.prepare} failed: {exc}") from exc
+    if workload.model in registry.list_models():
+        return False
+    if not workload.prepare:
+        raise Unavailable(f"model {workload.model!r} is not in {root} and workload {workload.name} has no prepare hook")
+    module, _, func = workload.prepare.partition(":")
+    try:
+        getattr(importlib.import_module(module), func)(registry, workload.model)
+    except Exception as exc:  # the hook is someone else's code: report, do not crash the suite
+        raise Unavailable(f"prepare hook {workload.prepare} failed: {type(exc).__name__}: {exc}") from exc
+    return True
+
+
+def resolve(workload: Workload) -> ResolvedWorkload:
+    """The model's production version and files; ``Unavailable`` (saying how to get it) if it is absent."""
+    root = workload.registry_root()
+    registry = Registry(root)
     if workload.model not in registry.list_models():
+        how = (f"run `python -m benchmarks prepare {workload.name}` (hook {workload.prepare}), "
+               if workload.prepare else "register it, ")
         raise Unavailable(
             f"model {workload.model!r} is not in the registry {root} "
-            f"(register it, or pass {workload.name}=MODELS_DIR:MODEL:{workload.corpus})"
+            f"({how}or pass {workload.name}=MODELS_DIR:MODEL:{workload.corpus})"
         )
     try:
         version = registry.resolve(workload.model, workload.version)
