@@ -34,51 +34,66 @@ def _decode(data: bytes, card: ModelCard) -> np.ndarray:
     return image_to_pixels(image, spec)
 
 
-def _timed(fn: Callable[[float], int], duration_s: float) -> float:
-    """Run ``fn(deadline)`` (returns images done) once briefly to warm up, then for ``duration_s``; images/s."""
-    fn(time.perf_counter() + min(0.2, duration_s / 4))
+MIN_STEPS = 3  # a rate from one or two batches of a slow model is mostly noise
+CAP_FACTOR = 5  # ...but never run longer than this many times the asked duration
+
+
+def _rate(step: Callable[[], int], duration_s: float) -> float:
+    """Images/s of ``step`` (one unit of work, returns images done): one warm-up step, then steps until
+    ``duration_s`` has passed and at least ``MIN_STEPS`` ran (capped at ``CAP_FACTOR * duration_s``)."""
+    step()
     t0 = time.perf_counter()
-    n = fn(t0 + duration_s)
-    return n / (time.perf_counter() - t0)
+    done = steps = 0
+    while True:
+        done += step()
+        steps += 1
+        elapsed = time.perf_counter() - t0
+        if (elapsed >= duration_s and steps >= MIN_STEPS) or elapsed >= CAP_FACTOR * duration_s:
+            return done / elapsed
+
+
+def _batch_step(model: OnnxClassifier, images: Sequence[bytes], batch: int, start: int = 0) -> Callable[[], int]:
+    card, pos = model.card, [start]
+
+    def step() -> int:
+        i = pos[0]
+        pixels = np.stack([_decode(images[(i + k) % len(images)], card) for k in range(batch)])
+        model.predict(normalize(pixels, card.preprocessing))
+        pos[0] += batch
+        return batch
+
+    return step
 
 
 def loop_batch(model: OnnxClassifier, images: Sequence[bytes], batch: int, duration_s: float) -> float:
-    card = model.card
-
-    def run(deadline: float) -> int:
-        done, i = 0, 0
-        while time.perf_counter() < deadline:
-            pixels = np.stack([_decode(images[(i + k) % len(images)], card) for k in range(batch)])
-            model.predict(normalize(pixels, card.preprocessing))
-            done += batch
-            i += batch
-        return done
-
-    return _timed(run, duration_s)
+    return _rate(_batch_step(model, images, batch), duration_s)
 
 
 def pipelines(models: Sequence[OnnxClassifier], images: Sequence[bytes], batch: int, duration_s: float) -> float:
-    card = models[0].card
+    """All pipelines run at once; the rate is their total images over the longest one's time."""
+    results: list[tuple[int, float]] = []
+    barrier = threading.Barrier(len(models))
 
-    def run(deadline: float) -> int:
-        counts = [0] * len(models)
+    def one(idx: int) -> None:
+        step = _batch_step(models[idx], images, batch, start=idx * 7)
+        step()  # warm-up
+        barrier.wait()
+        t0 = time.perf_counter()
+        done = steps = 0
+        while True:
+            done += step()
+            steps += 1
+            elapsed = time.perf_counter() - t0
+            if (elapsed >= duration_s and steps >= MIN_STEPS) or elapsed >= CAP_FACTOR * duration_s:
+                results.append((done, elapsed))
+                return
 
-        def one(idx: int) -> None:
-            model, i = models[idx], idx * 7
-            while time.perf_counter() < deadline:
-                pixels = np.stack([_decode(images[(i + k) % len(images)], card) for k in range(batch)])
-                model.predict(normalize(pixels, card.preprocessing))
-                counts[idx] += batch
-                i += batch
-
-        threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(len(models))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return sum(counts)
-
-    return _timed(run, duration_s)
+    threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(len(models))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(d for d, _ in results) / max(e for _, e in results)
 
 
 def ort_alone(model: OnnxClassifier, images: Sequence[bytes], batch: int, duration_s: float) -> float:
@@ -86,14 +101,11 @@ def ort_alone(model: OnnxClassifier, images: Sequence[bytes], batch: int, durati
     pixels = np.stack([_decode(images[k % len(images)], card) for k in range(batch)])
     x = normalize(pixels, card.preprocessing)
 
-    def run(deadline: float) -> int:
-        done = 0
-        while time.perf_counter() < deadline:
-            model.predict(x)
-            done += batch
-        return done
+    def step() -> int:
+        model.predict(x)
+        return batch
 
-    return _timed(run, duration_s)
+    return _rate(step, duration_s)
 
 
 def measure(

@@ -30,6 +30,12 @@ def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "0"
 
 
+def _limit_for(target: dict[str, Any], in_process: dict[str, Any]) -> float | None:
+    """The in-process limit of the model file the target serves (Keras: the fp32 ONNX one)."""
+    variant = "fp32" if target["variant"] == "keras" else target["variant"]
+    return (in_process.get(variant) or in_process.get("int8") or {}).get("limit")
+
+
 def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     meta, settings = results["meta"], results["settings"]
     out = ["# imgserve benchmark", ""]
@@ -81,13 +87,25 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
     targets = wl.get("targets", {})
     ok = {t: v for t, v in targets.items() if v.get("status") == "ok" and v.get("points")}
     ref = {p["concurrency"]: p["throughput"] for p in ok.get(REFERENCE_TARGET, {}).get("points", [])}
+    if ok:
+        out += ["### Peak", "",
+                "| target | peak req/s | at conc | p99 ms there | ÷ in-process limit | ÷ imgserve peak | p50 ms at conc 1 |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        ref_peak = max(ref.values()) if ref else None
+        for tname, t in ok.items():
+            best = max(t["points"], key=lambda p: p["throughput"])
+            c1 = next((p for p in t["points"] if p["concurrency"] == 1), None)
+            out.append(
+                f"| {tname} | {_f(best['throughput'])} | {best['concurrency']} | {_f(best['latency_ms']['p99'], 2)} | "
+                f"{_ratio(best['throughput'], _limit_for(t, ip))} | {_ratio(best['throughput'], ref_peak)} | "
+                f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} |"
+            )
+        out.append("")
     out += ["### Results", "",
             "| target | conc | req/s | spread | p50 ms | p95 ms | p99 ms | errors | ÷ in-process limit | ÷ imgserve |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for tname, t in ok.items():
-        limit = ip.get(t["variant"] if t["variant"] in ip else "int8", {}).get("limit")
-        if t["variant"] == "keras":
-            limit = ip.get("fp32", ip.get("int8", {})).get("limit")
+        limit = _limit_for(t, ip)
         for p in t["points"]:
             lat = p["latency_ms"]
             spread = f"{p['spread_pct']:.0f}%" if p.get("spread_pct") is not None and p["repeats"] > 1 else "–"
@@ -111,12 +129,11 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
 
         out.append(format_table(t["points"]))
         out += ["```", ""]
-        if t["points"] and t["points"][0].get("server", {}).get("cpu_s") is not None:
-            cpu = ", ".join(
-                f"c={p['concurrency']}: {_f(1e3 * p['server']['cpu_s'] / max(1, p['throughput'] * settings['duration_s']), 2)}"
-                for p in t["points"] if p.get("server", {}).get("cpu_s") is not None
-            )
-            out += [f"Server CPU ms per request: {cpu}.", ""]
+        for key, what in (("server_cpu_ms_per_request", "Server CPU ms per request (its whole process tree)"),
+                          ("client_cpu_ms_per_request", "Load generator CPU ms per request")):
+            vals = [f"c={p['concurrency']}: {_f(p.get(key), 2)}" for p in t["points"] if p.get(key) is not None]
+            if vals:
+                out += [f"{what}: {', '.join(vals)}.", ""]
     if any(p.get("server", {}).get("queue_wait_ms") is not None for t in ok.values() for p in t["points"]):
         out += ["`srv queue ms`: mean over batches of the longest queue wait in the batch; `srv infer ms`: mean ORT "
                 "time per batch; `batch`: mean rows per ORT run (imgserve's /metrics, diffed over the window).", ""]

@@ -33,7 +33,7 @@ from .workloads import ResolvedWorkload, Unavailable, Workload, resolve
 log = logging.getLogger(__name__)
 SCHEMA = 1
 QUICK = {"duration_s": 1.0, "warmup_s": 0.4, "repeats": 1, "inprocess_s": 0.5, "budget_s": 180.0}
-FULL = {"duration_s": 2.5, "warmup_s": 0.6, "repeats": 3, "inprocess_s": 1.5, "budget_s": 1200.0}
+FULL = {"duration_s": 2.0, "warmup_s": 0.6, "repeats": 3, "inprocess_s": 1.5, "budget_s": 1200.0}
 
 
 @dataclass
@@ -149,8 +149,14 @@ def aggregate(repeats: list[dict[str, Any]]) -> dict[str, Any]:
     for k in sorted(srv_keys):
         vals = [r["server"][k] for r in repeats if k in (r.get("server") or {})]
         srv[k] = round(statistics.median(vals), 3)
+    def per_request_ms(get: Any) -> float | None:
+        vals = [1e3 * v / r["ok"] for r in repeats if r["ok"] and (v := get(r)) is not None]
+        return round(statistics.median(vals), 3) if vals else None
+
     return {
         "throughput": round(med, 2),
+        "server_cpu_ms_per_request": per_request_ms(lambda r: (r.get("server") or {}).get("cpu_s")),
+        "client_cpu_ms_per_request": per_request_ms(lambda r: r.get("client_cpu_s")),
         "throughput_min": round(min(thr), 2),
         "throughput_max": round(max(thr), 2),
         "spread_pct": round(100.0 * (max(thr) - min(thr)) / med, 1) if med else None,
@@ -168,6 +174,7 @@ class Suite:
         self.cfg = cfg
         self.cpus = cfg.cpus or available_cpus()
         self.t0 = time.monotonic()
+        self.deadline = cfg.budget_s
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = {
             "schema": SCHEMA,
@@ -194,7 +201,10 @@ class Suite:
 
     def run(self) -> dict[str, Any]:
         try:
-            for workload in self.cfg.workloads:
+            n = len(self.cfg.workloads)
+            for i, workload in enumerate(self.cfg.workloads):
+                # Each workload may use its share of the budget plus whatever the earlier ones left.
+                self.deadline = self.cfg.budget_s * (i + 1) / n
                 self.run_workload(workload)
         finally:
             self.results["meta"]["elapsed_s"] = round(self.elapsed(), 1)
@@ -264,8 +274,9 @@ class Suite:
         if reason:
             return mark("unavailable", reason)
         estimate = sdef.startup_estimate_s + len(targets) * len(cfg.concurrency) * cfg.repeats * cfg.point_cost_s()
-        if self.elapsed() + estimate > cfg.budget_s:
-            return mark("skipped", f"time budget: needs ~{estimate:.0f}s, {cfg.budget_s - self.elapsed():.0f}s left")
+        if self.elapsed() + estimate > self.deadline:
+            return mark("skipped", f"time budget: needs ~{estimate:.0f}s, {self.deadline - self.elapsed():.0f}s left "
+                                   f"of this workload's share (--budget {cfg.budget_s:.0f})")
 
         ports = {"http": free_port(), "grpc": free_port()}
         spec = sdef.build(ctx, ports)
@@ -302,7 +313,7 @@ class Suite:
         for rep in range(cfg.repeats):
             for c in cfg.concurrency:
                 for t in live:
-                    if self.elapsed() > cfg.budget_s + 30:
+                    if self.elapsed() > self.deadline + 30:
                         entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
                         continue
                     url = _url(t, ports, ctx.workload.card.name)
