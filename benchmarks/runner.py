@@ -101,14 +101,25 @@ def sanity_check(target: TargetDef, url: str, corpus: Corpus, deadline_s: float 
                 with urllib.request.urlopen(urllib.request.Request(url, data=req.body, headers=req.headers),
                                             timeout=10) as resp:  # noqa: S310 - loopback (checked by build_client)
                     body = json.loads(resp.read() or b"{}")
-                    label = body.get("label") if isinstance(body, dict) else None
-                    return {"status": str(resp.status), "label": label}
+                    return {"status": str(resp.status), "label": _label_of(body)}
             except urllib.error.HTTPError as exc:
                 last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
     raise ServerFailed(f"first request to {url} failed: {last}")
+
+
+def _label_of(body: Any) -> str | None:
+    """The top label of a JSON answer: imgserve/peer style ``{"label": …}`` or OIP ``outputs[name=label]``."""
+    if not isinstance(body, dict):
+        return None
+    if isinstance(body.get("label"), str):
+        return body["label"]
+    for out in body.get("outputs") or []:
+        if isinstance(out, dict) and out.get("name") == "label" and out.get("data"):
+            return str(out["data"][0])
+    return None
 
 
 async def _one_grpc(url: str, corpus: Corpus) -> str:
@@ -245,6 +256,7 @@ class Suite:
                 resolved.files[variant], resolved.card, variant, corpus.images, cpus=self.cpus,
                 duration_s=self.cfg.inprocess_s,
             )
+        for variant in resolved.files:  # every file: the Keras peer is checked against the fp32 one
             entry["reference_labels"][variant] = reference_label(resolved, variant, corpus)
         self.save()
 
