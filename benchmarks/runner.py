@@ -87,6 +87,8 @@ def sanity_check(target: TargetDef, url: str, corpus: Corpus, deadline_s: float 
     in-process prediction (same model + same preprocessing => same label)."""
     end = time.monotonic() + deadline_s
     last = ""
+    if target.protocol == "grpc":
+        _wait_for_listener(url, 5.0)
     while time.monotonic() < end:
         if target.protocol == "grpc":
             status = asyncio.run(_one_grpc(url, corpus))
@@ -108,6 +110,24 @@ def sanity_check(target: TargetDef, url: str, corpus: Corpus, deadline_s: float 
                 last = f"{type(exc).__name__}: {exc}"
         time.sleep(0.5)
     raise ServerFailed(f"first request to {url} failed: {last}")
+
+
+def _wait_for_listener(url: str, timeout_s: float) -> None:
+    """Fail fast (not after the whole retry window) when nothing listens on a gRPC target's port."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    end = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection((parts.hostname, parts.port), timeout=1.0):
+                return
+        except OSError as exc:
+            if time.monotonic() > end:
+                raise ServerFailed(f"nothing listens on {parts.hostname}:{parts.port} ({exc.strerror or exc}): "
+                                   "this server does not serve OIP gRPC") from None
+        time.sleep(0.25)
 
 
 def _label_of(body: Any) -> str | None:
