@@ -55,6 +55,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label", default="", help="a note printed at the top of the report, e.g. 'shared load'")
     p.add_argument("--prepare", action="store_true", help="first produce missing workload models (prepare hooks)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--raw", action="store_true", help="also write every request (start, latency, status) to raw/*.csv.gz")
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -73,7 +74,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         warmup_s=args.warmup, inprocess_s=args.inprocess_seconds, budget_s=args.budget,
         imgserve_dir=args.imgserve_dir.resolve() if args.imgserve_dir else None,
         server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python, label=args.label,
-        plots=not args.no_plots,
+        plots=not args.no_plots, raw=args.raw,
     )
     with cleanup_on_exit():
         results = run_suite(cfg)

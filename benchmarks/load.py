@@ -254,9 +254,11 @@ def summarize(
 
 
 async def run_closed_loop(
-    client: HttpClient | GrpcClient, spec: LoadSpec, *, probe: Probe | None = None
+    client: HttpClient | GrpcClient, spec: LoadSpec, *, probe: Probe | None = None,
+    sink: list[tuple[float, float, str]] | None = None,
 ) -> PointResult:
-    """Drive ``client`` with ``spec.concurrency`` closed-loop workers; see the module docstring."""
+    """Drive ``client`` with ``spec.concurrency`` closed-loop workers; see the module docstring. Every
+    request's (start, end, status), times relative to the start of the run, is appended to ``sink``."""
     loop = asyncio.get_running_loop()
     samples: list[tuple[float, float, str]] = []
     counter = 0
@@ -273,7 +275,10 @@ async def run_closed_loop(
                 return
             index = counter
             counter += 1
-            status = await client.send(index)
+            try:
+                status = await client.send(index)
+            except Exception as exc:  # a client bug must not silently stop one of the C workers
+                status = f"client-error:{type(exc).__name__}"
             samples.append((now, loop.time(), status))
 
     finished = asyncio.Event()  # all workers stopped (the request cap can end a run before t_end)
@@ -303,6 +308,8 @@ async def run_closed_loop(
         await asyncio.gather(*pending, return_exceptions=True)
     finished.set()
     probes = await probe_task
+    if sink is not None:
+        sink.extend((s0 - start, s1 - start, st) for s0, s1, st in samples)
     sent = counter
     stats = summarize(samples, (t_warm, max(t_warm, window_end[0])), spec.concurrency)
     return PointResult(

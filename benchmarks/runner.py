@@ -56,6 +56,7 @@ class RunConfig:
     mlserver_python: str | None = None
     label: str = ""
     plots: bool = True
+    raw: bool = False  # also write every request's (start, latency, status) to raw/*.csv.gz
 
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> RunConfig:
@@ -149,21 +150,36 @@ async def _one_grpc(url: str, corpus: Corpus) -> str:
 
 
 def measure_point(target: TargetDef, url: str, corpus: Corpus, concurrency: int, cfg: RunConfig,
-                  server: ServerProcess, metrics_url: str | None) -> dict[str, Any]:
+                  server: ServerProcess, metrics_url: str | None, raw_path: Path | None = None) -> dict[str, Any]:
     spec = LoadSpec(concurrency, cfg.duration_s, cfg.warmup_s, max_requests=cfg.max_requests, timeout_s=cfg.timeout_s)
     probe = metrics_probe(metrics_url, server.pids)
+    sink: list[tuple[float, float, str]] | None = [] if raw_path else None
 
     async def go() -> dict[str, Any]:
         client = build_client(url, corpus.images, corpus.content_type, concurrency=concurrency,
                               timeout_s=cfg.timeout_s, encoding=target.encoding)
         async with client:
-            result = await run_closed_loop(client, spec, probe=probe)
+            result = await run_closed_loop(client, spec, probe=probe, sink=sink)
         d = result.to_dict()
         d["server"] = server_side(d.pop("probes"))
         d["loadavg_1m"] = round(os.getloadavg()[0], 2)
         return d
 
-    return asyncio.run(go())
+    point = asyncio.run(go())
+    if raw_path and sink is not None:
+        write_raw(raw_path, sink, cfg.warmup_s)
+    return point
+
+
+def write_raw(path: Path, samples: list[tuple[float, float, str]], warmup_s: float) -> None:
+    """One line per request: start (s from the run's start), latency ms, status, in the window or not."""
+    import gzip
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wt") as fh:
+        fh.write("start_s,latency_ms,status,warmup\n")
+        for s0, s1, status in samples:
+            fh.write(f"{s0:.6f},{(s1 - s0) * 1e3:.3f},{status},{int(s1 < warmup_s)}\n")
 
 
 def aggregate(repeats: list[dict[str, Any]]) -> dict[str, Any]:
@@ -350,7 +366,9 @@ class Suite:
                         continue
                     url = _url(t, ports, ctx.workload.card.name)
                     metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
-                    point = measure_point(t, url, corpus, c, cfg, server, metrics_url)
+                    raw = (cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz"
+                           if cfg.raw else None)
+                    point = measure_point(t, url, corpus, c, cfg, server, metrics_url, raw)
                     point["repeat"] = rep
                     entry["targets"][t.name]["runs"][str(c)].append(point)
                     log.info("%-16s %-14s c=%-3d rep=%d  %8.1f req/s  p50 %.2f ms  p99 %.2f ms  errors %s",

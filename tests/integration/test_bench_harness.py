@@ -39,7 +39,7 @@ def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_
     out = tmp_path / "out"
     cfg = RunConfig.preset(
         True, workloads=[workload], targets=["fastapi"], out=out, concurrency=[1, 4], duration_s=0.8,
-        warmup_s=0.3, inprocess_s=0.2, budget_s=120,
+        warmup_s=0.3, inprocess_s=0.2, budget_s=120, raw=True,
     )
     run_suite(cfg)
 
@@ -71,6 +71,11 @@ def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_
     assert "imgserve" in report  # not run here: listed with its reason, never silently dropped
     assert (out / "tiny.png").stat().st_size > 1000
     assert (out / "logs" / "tiny-fastapi.log").is_file()
+    import gzip
+
+    with gzip.open(out / "raw" / "tiny-fastapi-c4-r0.csv.gz", "rt") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "start_s,latency_ms,status,warmup" and len(lines) - 1 == raw["sent"] - raw["unfinished"]
 
 
 def test_load_generator_http_and_grpc_modes(tiny_registry: Path) -> None:
