@@ -55,10 +55,13 @@ def server_side(probes: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def process_tree_cpu(pids: Callable[[], list[int]]) -> float:
+def process_tree_cpu(pids: Callable[[], list[int]]) -> float | None:
     """User+system CPU seconds of the processes ``pids()`` returns and all their descendants (alive ones:
     the runner keeps servers up for the whole sweep, so nothing of interest exits in between)."""
-    import psutil
+    try:
+        import psutil
+    except ImportError:  # the bench extra brings it; without it, no CPU numbers
+        return None
 
     total, seen = 0.0, set()
     for pid in pids():
@@ -85,7 +88,9 @@ def metrics_probe(url: str | None, pids: Callable[[], list[int]] | None = None, 
     async def probe() -> dict[str, Any]:
         result: dict[str, Any] = {}
         if pids is not None:
-            result["cpu_s"] = await asyncio.to_thread(process_tree_cpu, pids)
+            cpu = await asyncio.to_thread(process_tree_cpu, pids)
+            if cpu is not None:
+                result["cpu_s"] = cpu
         if url:
             try:
                 text = await asyncio.to_thread(_fetch_text, url, timeout_s)

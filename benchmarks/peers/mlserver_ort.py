@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -100,7 +101,11 @@ def main() -> None:
     p = peer_parser(__doc__.splitlines()[0])
     p.add_argument("--grpc-port", type=int, required=True)
     args = p.parse_args()
-    folder = write_config(args, Path(tempfile.mkdtemp(prefix="imgserve-mlserver-")))
+    # One folder per port, replaced on each start (mlserver is exec'd below, so nothing could clean up after it).
+    folder = Path(tempfile.gettempdir()) / f"imgserve-mlserver-{args.port}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    write_config(args, folder)
     mlserver = Path(sys.executable).with_name("mlserver")
     os.execv(str(mlserver), [str(mlserver), "start", str(folder)])
 
