@@ -1,0 +1,226 @@
+"""results.json -> report.md (+ PNG plots): one section per workload with the in-process limit, a summary
+table per concurrency (throughput, p50/p95/p99, errors, ratio to the limit and to imgserve), the
+perf_analyzer-style detail per target, what did not run and why, and every server's knobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+REFERENCE_TARGET = "imgserve"
+
+
+def _f(x: Any, digits: int = 1) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:,.{digits}f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if not a or not b:
+        return "–"
+    return f"{a / b:.2f}×"
+
+
+def _errors(errors: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "0"
+
+
+def _limit_for(target: dict[str, Any], in_process: dict[str, Any]) -> float | None:
+    """The in-process limit of the model file the target serves (Keras: the fp32 ONNX one)."""
+    variant = "fp32" if target["variant"] == "keras" else target["variant"]
+    return (in_process.get(variant) or in_process.get("int8") or {}).get("limit")
+
+
+def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
+    meta, settings = results["meta"], results["settings"]
+    out = ["# imgserve benchmark", ""]
+    if meta.get("label"):
+        out += [f"> **{meta['label']}**", ""]
+    out += [
+        f"- Started {meta.get('started_at')} on `{meta.get('host')}` ({meta.get('cpu_model')}), "
+        f"{settings['cpus']} CPUs available to the run; load average at start "
+        f"{', '.join(str(x) for x in meta.get('loadavg_at_start', []))}. Commit `{meta.get('git_commit')}`"
+        f"{' (dirty)' if meta.get('git_dirty') else ''}; took {_f(meta.get('elapsed_s'), 0)} s.",
+        f"- Mode: {'quick' if settings['quick'] else 'full'}; closed loop at concurrency "
+        f"{', '.join(map(str, settings['concurrency']))}; {settings['warmup_s']} s warm-up (not counted) + "
+        f"{settings['duration_s']} s measured per point; {settings['repeats']} repeat(s), median shown, spread = "
+        "(max − min) / median of throughput. Load generator: one asyncio process on the same machine.",
+        f"- Servers' CPU budget: {settings['cpus']} cores (lanes of 1 ORT thread each)"
+        + (f", pinned to CPUs {settings['server_cpus']}" if settings.get("server_cpus") else ", not pinned") + ".",
+        "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
+        "",
+    ]
+    for name, wl in results["workloads"].items():
+        out += _workload_section(name, wl, settings, (plots or {}).get(name))
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], plot: str | None) -> list[str]:
+    out = [f"## Workload `{name}`", ""]
+    if wl.get("status") != "ok":
+        return out + [f"Not run: {wl.get('reason')}", ""]
+    m, c = wl["model"], wl["corpus"]
+    out += [
+        f"{m.get('description') or 'Custom workload'}. Model `{m['model']}` v{m['version']} ({m.get('architecture') or 'n/a'}, input "
+        f"{'×'.join(map(str, m['input']))}), registry `{m['models_dir']}`. Corpus `{c['kind']}`: {c['count']} "
+        f"images, {_f(c['mean_bytes'], 0)} bytes on average ({c['source']}).",
+        "",
+        "### In-process limit (images/s, no server)",
+        "",
+    ]
+    ip = wl.get("in_process", {})
+    methods = sorted({k for v in ip.values() for k in v["images_per_s"]})
+    out += ["| method | " + " | ".join(ip) + " |", "|---|" + "---:|" * len(ip)]
+    for meth in methods:
+        row = [(f"**{_f(v['images_per_s'].get(meth))}**" if v["best"] == meth else _f(v["images_per_s"].get(meth)))
+               for v in ip.values()]
+        out.append(f"| {meth} | " + " | ".join(row) + " |")
+    out += ["", "`loop_batchN`: one thread decodes N images then one ORT run with all cores; `pipelines_bN`: "
+            "one decode+infer thread per core, each with a 1-thread session; `ort_alone_bN`: ORT only, "
+            "pre-decoded input. The limit is the best of the decode-included methods (bold).", ""]
+
+    targets = wl.get("targets", {})
+    ok = {t: v for t, v in targets.items() if v.get("status") == "ok" and v.get("points")}
+    ref = {p["concurrency"]: p["throughput"] for p in ok.get(REFERENCE_TARGET, {}).get("points", [])}
+    if ok:
+        out += ["### Peak", "",
+                "| target | peak req/s | at conc | p99 ms there | ÷ in-process limit | ÷ imgserve peak | p50 ms at conc 1 "
+                "| server CPU ms/req |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        ref_peak = max(ref.values()) if ref else None
+        for tname, t in ok.items():
+            best = max(t["points"], key=lambda p: p["throughput"])
+            c1 = next((p for p in t["points"] if p["concurrency"] == 1), None)
+            out.append(
+                f"| {tname} | {_f(best['throughput'])} | {best['concurrency']} | {_f(best['latency_ms']['p99'], 2)} | "
+                f"{_ratio(best['throughput'], _limit_for(t, ip))} | {_ratio(best['throughput'], ref_peak)} | "
+                f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} | {_f(best.get('server_cpu_ms_per_request'), 2)} |"
+            )
+        out += ["", "Server CPU ms per request (the server's whole process tree, at the peak point) is the steadier "
+                "comparison when other jobs share the machine: there, throughput also depends on how much CPU each "
+                "server's threads win from the others.", ""]
+    out += ["### Results", "",
+            "| target | conc | req/s | spread | p50 ms | p95 ms | p99 ms | errors | ÷ in-process limit | ÷ imgserve |",
+            "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for tname, t in ok.items():
+        limit = _limit_for(t, ip)
+        for p in t["points"]:
+            lat = p["latency_ms"]
+            spread = f"{p['spread_pct']:.0f}%" if p.get("spread_pct") is not None and p["repeats"] > 1 else "–"
+            out.append(
+                f"| {tname} | {p['concurrency']} | {_f(p['throughput'])} | {spread} | {_f(lat['p50'], 2)} | "
+                f"{_f(lat['p95'], 2)} | {_f(lat['p99'], 2)} | {_errors(p['errors'])} | {_ratio(p['throughput'], limit)} | "
+                f"{_ratio(p['throughput'], ref.get(p['concurrency']))} |"
+            )
+    out.append("")
+    if plot:
+        out += [f"![{name}: throughput and p99 vs concurrency]({plot})", ""]
+
+    out += ["### Per-target detail (perf_analyzer style)", ""]
+    for tname, t in ok.items():
+        match = t.get("label_matches_in_process")
+        check = {True: "first answer's label matches the in-process prediction",
+                 False: "**first answer's label differs from the in-process prediction**", None: ""}[match]
+        out += [f"**{tname}** — {t.get('description', '')}; {t['protocol']} ({t.get('encoding')}), "
+                f"ready in {_f(t.get('startup_s'), 1)} s{'; ' + check if check else ''}.", "", "```"]
+        from .load import format_table
+
+        out.append(format_table(t["points"]))
+        out += ["```", ""]
+        for key, what in (("server_cpu_ms_per_request", "Server CPU ms per request (its whole process tree)"),
+                          ("client_cpu_ms_per_request", "Load generator CPU ms per request")):
+            vals = [f"c={p['concurrency']}: {_f(p.get(key), 2)}" for p in t["points"] if p.get(key) is not None]
+            if vals:
+                out += [f"{what}: {', '.join(vals)}.", ""]
+    if any(p.get("server", {}).get("queue_wait_ms") is not None for t in ok.values() for p in t["points"]):
+        out += ["`srv queue ms`: mean over batches of the longest queue wait in the batch; `srv infer ms`: mean ORT "
+                "time per batch; `batch`: mean rows per ORT run (imgserve's /metrics, diffed over the window).", ""]
+
+    not_ok = {t: v for t, v in targets.items() if v.get("status") != "ok" or not v.get("points")}
+    if not_ok:
+        out += ["### Not measured", ""]
+        for tname, t in not_ok.items():
+            out.append(f"- **{tname}**: {t.get('status')} — {t.get('reason', 'no points')}")
+        out.append("")
+
+    knobs = {t.get("server"): t.get("knobs") for t in ok.values() if t.get("knobs")}
+    if knobs:
+        out += ["### Server knobs", "", "| server | knobs |", "|---|---|"]
+        for server, k in knobs.items():
+            out.append(f"| {server} | " + "; ".join(f"{a}={b}" for a, b in k.items()) + " |")
+        out.append("")
+    return out
+
+
+def write_plots(results: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """One PNG per workload: throughput and p99 vs concurrency, one line per target, the limit dashed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib not installed: no plots")
+        return {}
+    files = {}
+    for name, wl in results["workloads"].items():
+        ok = {t: v for t, v in wl.get("targets", {}).items() if v.get("status") == "ok" and v.get("points")}
+        if not ok:
+            continue
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for tname, t in ok.items():
+            cs = [p["concurrency"] for p in t["points"]]
+            thr = [p["throughput"] for p in t["points"]]
+            lo = [p["throughput"] - p["throughput_min"] for p in t["points"]]
+            hi = [p["throughput_max"] - p["throughput"] for p in t["points"]]
+            style = "-" if tname.startswith("imgserve") else "--"
+            ax1.errorbar(cs, thr, yerr=[lo, hi], marker="o", linestyle=style, capsize=3, label=tname)
+            ax2.plot(cs, [p["latency_ms"]["p99"] for p in t["points"]], marker="o", linestyle=style, label=tname)
+        limit = wl.get("in_process", {}).get("int8", {}).get("limit")
+        top = max(p["throughput_max"] for t in ok.values() for p in t["points"])
+        if limit and limit <= 3 * top:
+            ax1.axhline(limit, color="grey", linestyle=":", label="in-process limit (int8)")
+        titles = {"throughput": "throughput", "p99 latency": "p99 latency"}
+        if limit and limit > 3 * top:  # far above every server (overhead-bound): a line would flatten the curves
+            titles["throughput"] = f"throughput (in-process limit {limit:,.0f}/s: off scale)"
+        for ax, title, unit in ((ax1, titles["throughput"], "requests/s"), (ax2, titles["p99 latency"], "ms")):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(results["settings"]["concurrency"], [str(c) for c in results["settings"]["concurrency"]])
+            ax.set_xlabel("concurrency (closed loop)")
+            ax.set_ylabel(unit)
+            ax.set_title(f"{name}: {title}")
+            ax.grid(True, alpha=0.3)
+        ax2.set_yscale("log")
+        ax1.legend(fontsize=8, loc="best")
+        label = results["meta"].get("label")
+        if label:
+            import textwrap
+
+            fig.suptitle(textwrap.fill(label, 150), fontsize=8)
+            fig.tight_layout(rect=(0, 0, 1, 0.93 if len(label) > 150 else 0.96))
+        else:
+            fig.tight_layout()
+        path = out_dir / f"{name}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        files[name] = path.name
+    return files
+
+
+def write_report(results: dict[str, Any], out_dir: Path, *, plots: bool = True) -> Path:
+    out_dir = Path(out_dir)
+    images = write_plots(results, out_dir) if plots else {}
+    path = out_dir / "report.md"
+    path.write_text(render_markdown(results, images))
+    return path
+
+
+def report_main(results_dir: Path) -> Path:
+    """Re-render report.md and plots from an existing results.json."""
+    results = json.loads((Path(results_dir) / "results.json").read_text())
+    return write_report(results, Path(results_dir))

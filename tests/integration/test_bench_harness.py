@@ -1,0 +1,125 @@
+"""The benchmark harness's own correctness (not speed): the --quick machinery runs for a few seconds
+against a real stand-in server (the FastAPI peer, on a tiny model) and produces complete results, a
+report and plots; the load generator's HTTP and gRPC modes count real answers; servers leave nothing
+behind."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.corpus import load_corpus
+from benchmarks.load import LoadSpec, build_client, run_closed_loop
+from benchmarks.procs import ServerSpec, _session_members, free_port, running
+from benchmarks.runner import RunConfig, run_suite
+from benchmarks.targets import REPO_ROOT
+from benchmarks.workloads import parse_workload
+from inference.registry import Registry
+from tests.fixtures import register_tiny
+
+pytest.importorskip("fastapi")
+pytest.importorskip("aiohttp")
+
+
+@pytest.fixture()
+def tiny_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("IMGSERVE_BENCH_CACHE", str(tmp_path / "cache"))  # corpora go to tmp, not the repo
+    root = tmp_path / "models"
+    register_tiny(Registry(root), "tiny")
+    return root
+
+
+def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_path: Path) -> None:
+    workload = dataclasses.replace(parse_workload(f"tiny={tiny_registry}:tiny:png-28-gray"), corpus_count=32)
+    out = tmp_path / "out"
+    cfg = RunConfig.preset(
+        True, workloads=[workload], targets=["fastapi"], out=out, concurrency=[1, 4], duration_s=0.8,
+        warmup_s=0.3, inprocess_s=0.2, budget_s=120, raw=True,
+    )
+    run_suite(cfg)
+
+    results = json.loads((out / "results.json").read_text())
+    assert {"schema", "meta", "settings", "workloads"} <= results.keys()
+    assert results["settings"]["concurrency"] == [1, 4] and results["settings"]["quick"] is True
+    wl = results["workloads"]["tiny"]
+    assert wl["status"] == "ok" and wl["corpus"]["count"] == 32
+    limit = wl["in_process"]["int8"]
+    assert limit["limit"] > 0 and limit["best"] in limit["images_per_s"]
+    assert {"ort_alone_b1", "ort_alone_b32", "pipelines_b1", "loop_batch32"} <= limit["images_per_s"].keys()
+
+    target = wl["targets"]["fastapi"]
+    assert target["status"] == "ok", target
+    assert target["label_matches_in_process"] is True  # same model + same preprocessing => same answer
+    assert target["knobs"]["intra_op_threads"] == 1
+    points = {p["concurrency"]: p for p in target["points"]}
+    assert set(points) == {1, 4}
+    for p in points.values():
+        assert p["throughput"] > 0 and p["ok"] > 0
+        assert p["errors"] == {}
+        assert 0 < p["latency_ms"]["p50"] <= p["latency_ms"]["p95"] <= p["latency_ms"]["p99"]
+        assert p["server"]["cpu_s"] > 0
+    raw = target["runs"]["4"][0]
+    assert raw["sent"] >= raw["ok"] and raw["window_s"] == pytest.approx(0.8, rel=0.1)
+
+    report = (out / "report.md").read_text()
+    assert "## Workload `tiny`" in report and "| fastapi | 4 |" in report and "In-process limit" in report
+    assert "imgserve" in report  # not run here: listed with its reason, never silently dropped
+    if importlib.util.find_spec("matplotlib"):
+        assert (out / "tiny.png").stat().st_size > 1000
+    assert (out / "logs" / "tiny-fastapi.log").is_file()
+    import gzip
+
+    with gzip.open(out / "raw" / "tiny-fastapi-c4-r0.csv.gz", "rt") as fh:
+        lines = fh.read().splitlines()
+    assert lines[0] == "start_s,latency_ms,status,warmup" and len(lines) - 1 == raw["sent"] - raw["unfinished"]
+
+
+def test_load_generator_http_and_grpc_modes(tiny_registry: Path) -> None:
+    pytest.importorskip("tritonclient.grpc")
+    corpus = load_corpus("png-28-gray", 16)
+    http, grpc_port = free_port(), free_port()
+    spec = ServerSpec(
+        "stand-in",
+        [sys.executable, "-m", "benchmarks.peers.fastapi_ort", "--models-dir", str(tiny_registry),
+         "--model", "tiny", "--port", str(http), "--grpc-port", str(grpc_port), "--workers", "2"],
+        ready_url=f"http://127.0.0.1:{http}/readyz", env={"PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+        ready_timeout_s=60,
+    )
+    urls = [(f"http://127.0.0.1:{http}/predict", "multipart"), (f"http://127.0.0.1:{http}/predict", "raw"),
+            (f"grpc://127.0.0.1:{grpc_port}/tiny", "multipart")]
+    with running(spec, Path(str(tiny_registry)) / "stand-in.log") as server:
+        sid = server.proc.pid
+        for url, encoding in urls:
+            async def go(url: str = url, encoding: str = encoding) -> dict:
+                client = build_client(url, corpus.images, corpus.content_type, concurrency=3, timeout_s=10,
+                                      encoding=encoding)
+                async with client:
+                    return (await run_closed_loop(client, LoadSpec(3, 0.6, 0.2, max_requests=5000))).to_dict()
+
+            point = asyncio.run(go())
+            assert point["ok"] > 0 and point["errors"] == {}, (url, encoding, point)
+            assert point["sent"] <= 5000
+        # a bad request is counted by status, not raised
+        bad = build_client(f"http://127.0.0.1:{http}/predict", [b"not an image"], "image/png", concurrency=1,
+                           timeout_s=5)
+
+        async def bad_run() -> dict:
+            async with bad:
+                return (await run_closed_loop(bad, LoadSpec(1, 30.0, 0.0, max_requests=3))).to_dict()  # the cap ends it
+
+        assert asyncio.run(bad_run())["errors"] == {"400": 3}
+    assert server.proc.poll() is not None
+    assert _session_members(sid) == []  # nothing of the server's session is left
+
+
+def test_loopback_only() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        build_client("http://example.com/predict", [b"x"], "image/png", concurrency=1, timeout_s=1)
+    with pytest.raises(ValueError, match="loopback"):
+        build_client("grpc://10.0.0.1:8001/m", [b"x"], "image/png", concurrency=1, timeout_s=1)

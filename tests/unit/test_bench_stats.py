@@ -1,0 +1,119 @@
+"""Unit tests of the benchmark harness's pure parts: statistics, request encodings, metrics diffs,
+target/workload selection, corpus determinism. No server, no TensorFlow."""
+
+from __future__ import annotations
+
+import email.parser
+from pathlib import Path
+
+import pytest
+
+from benchmarks.corpus import load_corpus
+from benchmarks.load import check_loopback, multipart_body, percentile, summarize, v2_json_body
+from benchmarks.promstats import parse_histogram_sums, server_side
+from benchmarks.runner import aggregate
+from benchmarks.targets import QUICK_TARGETS, TARGETS, select_targets
+from benchmarks.workloads import PRESETS, parse_workload
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == 50 and percentile(values, 99) == 99 and percentile(values, 100) == 100
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_summarize_counts_only_completions_inside_the_window() -> None:
+    samples = [
+        (0.0, 0.5, "200"),  # warm-up: ends before the window
+        (0.9, 1.1, "200"),
+        (1.2, 1.3, "503"),
+        (1.5, 1.6, "OK"),
+        (2.9, 3.2, "200"),  # ends after the window
+    ]
+    s = summarize(samples, (1.0, 3.0), concurrency=2)
+    assert s["completed"] == 3 and s["ok"] == 2 and s["errors"] == {"503": 1}
+    assert s["throughput"] == pytest.approx(1.0)
+    assert s["latency_ms"]["p50"] == pytest.approx(100.0) and s["latency_ms"]["max"] == pytest.approx(200.0)
+
+
+def test_multipart_body_is_a_valid_form() -> None:
+    req = multipart_body("image", b"\x89PNG-bytes", "image/png")
+    message = email.parser.BytesParser().parsebytes(
+        b"Content-Type: " + req.headers["Content-Type"].encode() + b"\r\n\r\n" + req.body
+    )
+    (part,) = message.get_payload()
+    assert part.get_param("name", header="content-disposition") == "image"
+    assert part.get_payload(decode=True) == b"\x89PNG-bytes"
+    assert b'"content_type": "base64"' in v2_json_body(b"abc").body
+
+
+def test_loopback_check() -> None:
+    for ok in ("http://127.0.0.1:3000/predict", "http://localhost:1/", "grpc://[::1]:8001/m", "http://127.0.0.2/"):
+        check_loopback(ok)
+    for bad in ("http://example.com/", "http://10.1.2.3/", "http://0.0.0.0/"):
+        with pytest.raises(ValueError):
+            check_loopback(bad)
+
+
+PROM_BEFORE = """# HELP imgserve_inference_seconds seconds per ONNX Runtime run
+imgserve_inference_seconds_bucket{le="0.001"} 5.0
+imgserve_inference_seconds_sum 0.010
+imgserve_inference_seconds_count 10.0
+imgserve_batch_size_sum 20.0
+imgserve_batch_size_count 10.0
+imgserve_queue_wait_seconds_sum{worker="1"} 0.001
+imgserve_queue_wait_seconds_count{worker="1"} 10.0
+"""
+PROM_AFTER = PROM_BEFORE.replace("_sum 0.010", "_sum 0.110").replace("inference_seconds_count 10.0",
+    "inference_seconds_count 30.0").replace("batch_size_sum 20.0", "batch_size_sum 100.0").replace(
+    "batch_size_count 10.0", "batch_size_count 30.0")
+
+
+def test_server_side_diffs_histograms_and_cpu() -> None:
+    before = {"histograms": parse_histogram_sums(PROM_BEFORE), "cpu_s": 1.0}
+    after = {"histograms": parse_histogram_sums(PROM_AFTER), "cpu_s": 3.5}
+    srv = server_side({"before": before, "after": after})
+    assert srv["inference_ms"] == pytest.approx(5.0) and srv["batches"] == 20
+    assert srv["batch_size"] == pytest.approx(4.0) and srv["cpu_s"] == pytest.approx(2.5)
+    assert "queue_wait_ms" not in srv  # no new observations in the window
+    assert server_side({}) == {}
+
+
+def test_aggregate_takes_medians_and_spread() -> None:
+    def rep(thr: float, p99: float, errors: dict[str, int] | None = None) -> dict:
+        return {"throughput": thr, "ok": int(thr), "errors": errors or {}, "server": {"cpu_s": thr / 100},
+                "latency_ms": {"mean": 1.0, "p50": 1.0, "p90": 2.0, "p95": 3.0, "p99": p99, "max": 9.0}}
+
+    agg = aggregate([rep(100, 5.0), rep(120, 7.0), rep(90, 6.0, {"503": 2})])
+    assert agg["throughput"] == 100 and agg["throughput_min"] == 90 and agg["throughput_max"] == 120
+    assert agg["spread_pct"] == pytest.approx(30.0) and agg["latency_ms"]["p99"] == 6.0
+    assert agg["errors"] == {"503": 2} and agg["repeats"] == 3 and agg["server"]["cpu_s"] == 1.0
+
+
+def test_target_and_workload_selection(tmp_path: Path) -> None:
+    assert select_targets(None, quick=True) == list(QUICK_TARGETS)
+    assert select_targets(None, quick=False) == list(TARGETS)
+    assert select_targets("mlserver,imgserve", quick=False) == ["mlserver-grpc", "mlserver-rest", "imgserve"]
+    with pytest.raises(ValueError, match="unknown target"):
+        select_targets("triton", quick=False)
+    w = parse_workload(f"mine={tmp_path}:tiny:jpeg-640x480")
+    assert (w.name, w.model, w.corpus, w.models_dir) == ("mine", "tiny", "jpeg-640x480", tmp_path)
+    assert parse_workload("fashion-mnist") == PRESETS["fashion-mnist"]
+    with pytest.raises(ValueError):
+        parse_workload("mine=only-one-part")
+
+
+def test_corpora_are_deterministic_and_cached(tmp_path: Path) -> None:
+    a = load_corpus("jpeg-640x480", 2, seed=3, cache_dir=tmp_path)
+    b = load_corpus("jpeg-640x480", 2, seed=3, cache_dir=tmp_path)  # from the cache
+    c = load_corpus("jpeg-640x480", 2, seed=3, cache_dir=tmp_path / "fresh")  # generated again
+    assert a.images == b.images == c.images and a.images[0][:2] == b"\xff\xd8"
+    assert a.describe()["sha256"] == c.describe()["sha256"]
+    import io
+
+    from PIL import Image
+
+    w, h = Image.open(io.BytesIO(a.images[0])).size
+    assert 440 <= min(w, h) and max(w, h) <= 680
+    png = load_corpus("png-28-gray", 4, cache_dir=tmp_path)
+    assert Image.open(io.BytesIO(png.images[0])).size == (28, 28)
