@@ -89,3 +89,16 @@ def test_onnx_classifier_runs_registered_model(registry: Registry) -> None:
 def test_invalid_name_rejected(registry: Registry) -> None:
     with pytest.raises(Exception, match="invalid model name"):
         registry.resolve("../etc")
+
+
+def test_published_files_have_ordinary_permissions(registry: Registry) -> None:
+    import os
+    import stat
+
+    register_tiny(registry)
+    mask = os.umask(0)
+    os.umask(mask)
+    vdir = registry.version_dir("tiny", 1)
+    assert stat.S_IMODE(vdir.stat().st_mode) == 0o777 & ~mask
+    assert stat.S_IMODE((vdir / "metadata.json").stat().st_mode) == 0o666 & ~mask
+    assert stat.S_IMODE((registry.model_dir("tiny") / "aliases.json").stat().st_mode) == 0o666 & ~mask
