@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -78,8 +77,8 @@ def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: Exp
             model, staged, spec=spec, labels=run["labels"], x_test=held["x_test"], y_test=held["y_test"],
             x_calib=held["x_calib"], options=options,
         )
-        if options.include_keras:
-            shutil.copyfile(run["keras_path"], staged / KERAS_FILE)
+        if options.include_keras:  # re-saved from the uncompiled model: no optimizer state, a third the size
+            model.save(staged / KERAS_FILE)
         card = registry.register(staged, make_card(run, spec, measured, options))
     if options.promote and registry.aliases(options.name).get("production") != card.version:
         registry.promote(options.name, card.version, reason="export --promote")
@@ -147,12 +146,13 @@ def make_card(run: dict[str, Any], spec: Preprocessing, measured: Measured, opti
         preprocessing=spec,
         inputs=(TensorSpec(INPUT_NAME, "float32", (-1, *spec.shape)),),
         outputs=(TensorSpec(OUTPUT_NAME, "float32", (-1, len(labels))),),
-        architecture=config["arch"],
+        architecture=(config.get("resolved") or {}).get("architecture") or config["arch"],
         training={
             "config": {k: v for k, v in config.items() if k != "resolved"},
             "parent": parent or None,
-            **{k: summary[k] for k in ("epochs_run", "best_epoch", "best_val_accuracy", "train_seconds",
-                                       "total_seconds", "params", "machine") if k in summary},
+            **{k: summary[k] for k in ("epochs_run", "stopped_by", "best_epoch", "best_val_accuracy",
+                                       "train_seconds", "total_seconds", "params", "machine") if k in summary},
+            "loadavg_1m_during_training": run.get("load_during_training"),
         },
         dataset=run["dataset"],
         metrics={

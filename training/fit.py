@@ -87,32 +87,77 @@ class Progress(keras.callbacks.Callback):
             "epoch": epoch + 1,
             "epochs": self.epochs,
             "metrics": {k: round(float(v), 6) for k, v in (logs or {}).items()},
+            "learning_rate": round(float(self.model.optimizer.learning_rate), 8),
             "epoch_seconds": round(now - self.epoch_start, 2),
             "elapsed_seconds": round(now - self.start, 2),
         })
 
 
-def compile_model(model: keras.Model, *, learning_rate: float, steps: int, label_smoothing: float) -> None:
-    """Adam with a cosine-decaying learning rate over the whole run. With label smoothing the batches carry
-    one-hot targets (Keras' sparse loss has no smoothing); both are built-ins, so model.keras loads anywhere."""
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps), alpha=0.01)
+class CosineSchedule(keras.callbacks.Callback):
+    """Cosine learning-rate decay over the run's *progress*: steps done / steps planned, or, with a time
+    budget, the larger of that and seconds used / budget. On a CPU shared with other jobs an epoch can take
+    twice as long as planned; the learning rate then still anneals by the end of the budget instead of being
+    cut off half-way (a step-based schedule stopped at 70 % leaves the rate at a quarter of its peak).
+    Training stops after the epoch past which another would overrun the budget; the best epoch is kept."""
+
+    def __init__(self, peak: float, total_steps: int, sink: ProgressSink, budget_seconds: float | None = None,
+                 floor: float = 0.01):
+        super().__init__()
+        self.peak, self.total_steps, self.sink, self.budget, self.floor = peak, max(1, total_steps), sink, \
+            budget_seconds, floor
+        self.step, self.start, self.epoch_start = 0, time.perf_counter(), time.perf_counter()
+        self.last_epoch_seconds = 0.0
+
+    def progress(self) -> float:
+        done = self.step / self.total_steps
+        if self.budget:
+            # aim to finish annealing at the end of the last epoch that fits
+            usable = max(self.budget - self.last_epoch_seconds, 1e-9) if self.last_epoch_seconds else self.budget
+            done = max(done, (time.perf_counter() - self.start) / usable)
+        return min(1.0, done)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.epoch_start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        factor = self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * self.progress()))
+        self.model.optimizer.learning_rate = self.peak * factor
+        self.step += 1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        now = time.perf_counter()
+        self.last_epoch_seconds = now - self.epoch_start
+        if self.budget and (now - self.start) + self.last_epoch_seconds > self.budget and self.step < self.total_steps:
+            self.model.stop_training = True
+            self.sink({"event": "time_budget", "epoch": epoch + 1, "budget_seconds": self.budget})
+
+
+def compile_model(model: keras.Model, *, learning_rate: float, label_smoothing: float) -> None:
+    """Adam (its rate set per batch by ``CosineSchedule``). With label smoothing the batches carry one-hot
+    targets (Keras' sparse loss has no smoothing); both losses are built-ins, so model.keras loads anywhere."""
     if label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing)
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
     # XLA (jit_compile) is slower for these small CNNs on CPU (measured: 2-3x), so it stays off.
-    model.compile(keras.optimizers.Adam(schedule), loss=loss, metrics=["accuracy"], jit_compile=False)
+    model.compile(keras.optimizers.Adam(learning_rate), loss=loss, metrics=["accuracy"], jit_compile=False)
 
 
 def fit(
-    model: keras.Model, train: Batches, val: Batches, *, epochs: int, patience: int, sink: ProgressSink
+    model: keras.Model, train: Batches, val: Batches, *, epochs: int, learning_rate: float, patience: int,
+    sink: ProgressSink, budget_seconds: float | None = None,
 ) -> dict[str, list[float]]:
-    """Fit with early stopping on validation accuracy (best weights restored); returns the history."""
+    """Fit with early stopping on validation accuracy (best weights restored, also when the time budget
+    stops the run); returns the history."""
     callbacks = [
+        Progress(epochs, sink),
+        CosineSchedule(learning_rate, epochs * len(train), sink, budget_seconds),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True
         ),
-        Progress(epochs, sink),
     ]
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
     return {k: [float(v) for v in values] for k, values in history.history.items()}

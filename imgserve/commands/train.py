@@ -16,6 +16,7 @@ _OPTIONS = {
     "--img-size": "img_size", "--channels": "channels", "--alpha": "alpha", "--weights": "weights",
     "--init-from": "init_from", "--learning-rate": "learning_rate", "--patience": "patience",
     "--label-smoothing": "label_smoothing", "--max-train-samples": "max_train_samples",
+    "--time-budget-min": "time_budget_minutes",
 }
 
 
@@ -26,8 +27,8 @@ def command_line(config: TrainConfig, out: Path, augment: bool) -> str:
         value = getattr(config, name)
         if i < 5 or value != getattr(TrainConfig, name):
             words += [option, str(value)]
-    if not augment:
-        words.append("--no-augment")
+    if augment:
+        words.append("--augment")
     return shlex.join([*words, "--out", str(out)])
 
 
@@ -35,7 +36,7 @@ def train_command(args: argparse.Namespace) -> int:
     from training.train import train
 
     values = {name: getattr(args, option[2:].replace("-", "_")) for option, name in _OPTIONS.items()}
-    config = TrainConfig(**values, augment=not args.no_augment)
+    config = TrainConfig(**values, augment=args.augment)
     config = TrainConfig(**{**config.to_dict(), "command": command_line(config, args.out, config.augment)})
     result = train(config, args.out, progress_file=args.progress_file)
     s = result.summary
@@ -61,7 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--max-train-samples", type=int, default=None, help="train on a stratified subset (tuning)")
-    p.add_argument("--no-augment", action="store_true", help="no random flips/shifts")
+    p.add_argument("--augment", action="store_true", help="random flips (where labels allow) and small shifts")
+    p.add_argument("--time-budget-min", type=float, default=None,
+                   help="stop before an epoch would overrun this many minutes (best epoch kept)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--progress-file", type=Path, default=None, help="JSON-lines events (default OUT/progress.jsonl)")
     p.add_argument("--out", type=Path, required=True, help="run directory to write")

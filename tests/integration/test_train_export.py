@@ -54,6 +54,10 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
     assert card.version == 1 and registry.resolve("digits") == 1
     vdir = registry.version_dir("digits", 1)
     assert sorted(p.name for p in vdir.iterdir()) == ["metadata.json", "model.int8.onnx", "model.keras", "model.onnx"]
+    import zipfile
+
+    with zipfile.ZipFile(vdir / "model.keras") as zf:  # no optimizer state shipped
+        assert b"optimizer" not in zf.read("model.weights.h5")
 
     held = np.load(digits_run / "heldout.npz")
     x = normalize(held["x_test"][:64], card.preprocessing)
@@ -146,3 +150,11 @@ def test_mobilenetv2_builds_and_outputs_probabilities() -> None:
     model = build_model("mobilenetv2", ArchParams((32, 32, 3), 4, alpha=0.35))
     probs = np.asarray(model(np.zeros((2, 32, 32, 3), np.float32), training=False))
     assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_time_budget_stops_after_the_epoch_that_would_overrun(tmp_path: Path) -> None:
+    from training.train import TrainConfig, train
+
+    result = train(TrainConfig(dataset="digits", epochs=5, time_budget_minutes=1e-4), tmp_path / "run")
+    events = [json.loads(line)["event"] for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    assert result.epochs_run == 1 and events == ["start", "epoch", "time_budget", "done"]

@@ -49,6 +49,6 @@ def test_unreadable_image_names_the_file(tmp_path: Path, capsys: pytest.CaptureF
 
 def test_recorded_command_reproduces_the_config() -> None:
     config = TrainConfig(dataset="digits", epochs=3, img_size=16)
-    cmd = command_line(config, Path("runs/d"), augment=False)
+    cmd = command_line(config, Path("runs/d"), augment=True)
     assert cmd == ("imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
-                   "--img-size 16 --no-augment --out runs/d")
+                   "--img-size 16 --augment --out runs/d")
