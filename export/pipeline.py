@@ -74,22 +74,41 @@ def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: Exp
     model = keras.models.load_model(run["keras_path"], compile=False)
     with registry.stage(options.name) as staged:
         measured = build_version(
-            model, staged, spec=spec, labels=run["labels"], x_test=held["x_test"], y_test=held["y_test"],
-            x_calib=held["x_calib"], options=options,
+            model,
+            staged,
+            spec=spec,
+            labels=run["labels"],
+            x_test=held["x_test"],
+            y_test=held["y_test"],
+            x_calib=held["x_calib"],
+            options=options,
         )
         if options.include_keras:  # re-saved from the uncompiled model: no optimizer state, a third the size
             model.save(staged / KERAS_FILE)
         card = registry.register(staged, make_card(run, spec, measured, options))
     if options.promote and registry.aliases(options.name).get("production") != card.version:
         registry.promote(options.name, card.version, reason="export --promote")
-    log.info("registered %s v%d: fp32 %.4f, int8 %.4f, parity %.2e", card.name, card.version,
-             measured.fp32.accuracy, measured.int8.accuracy, measured.parity_max_abs_diff)
+    log.info(
+        "registered %s v%d: fp32 %.4f, int8 %.4f, parity %.2e",
+        card.name,
+        card.version,
+        measured.fp32.accuracy,
+        measured.int8.accuracy,
+        measured.parity_max_abs_diff,
+    )
     return card
 
 
 def build_version(
-    model: Any, out: Path, *, spec: Preprocessing, labels: tuple[str, ...], x_test: np.ndarray, y_test: np.ndarray,
-    x_calib: np.ndarray, options: ExportOptions,
+    model: Any,
+    out: Path,
+    *,
+    spec: Preprocessing,
+    labels: tuple[str, ...],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    x_calib: np.ndarray,
+    options: ExportOptions,
 ) -> Measured:
     """Write model.onnx and model.int8.onnx into ``out`` and check both gates. Reused by the benchmark,
     which builds random-weight models the same way."""
@@ -127,7 +146,9 @@ def build_version(
     return Measured(diff, fp32_eval, int8_eval, seconds)
 
 
-def make_card(run: dict[str, Any], spec: Preprocessing, measured: Measured, options: ExportOptions) -> ModelCard:
+def make_card(
+    run: dict[str, Any], spec: Preprocessing, measured: Measured, options: ExportOptions
+) -> ModelCard:
     """The metadata.json content: everything needed to serve, compare and reproduce this version."""
     import onnxruntime
     import tf2onnx
@@ -150,18 +171,39 @@ def make_card(run: dict[str, Any], spec: Preprocessing, measured: Measured, opti
         training={
             "config": {k: v for k, v in config.items() if k != "resolved"},
             "parent": parent or None,
-            **{k: summary[k] for k in ("epochs_run", "stopped_by", "best_epoch", "best_val_accuracy",
-                                       "train_seconds", "total_seconds", "params", "machine") if k in summary},
+            **{
+                k: summary[k]
+                for k in (
+                    "epochs_run",
+                    "stopped_by",
+                    "best_epoch",
+                    "best_val_accuracy",
+                    "train_seconds",
+                    "total_seconds",
+                    "params",
+                    "machine",
+                )
+                if k in summary
+            },
             "loadavg_1m_during_training": run.get("load_during_training"),
         },
         dataset=run["dataset"],
         metrics={
-            "accuracy": {"fp32": measured.fp32.accuracy, "int8": measured.int8.accuracy,
-                         "keras": summary.get("test_accuracy")},
-            "evaluated_on": {"split": "test", "source": summary.get("test_source"), "images": measured.fp32.count},
+            "accuracy": {
+                "fp32": measured.fp32.accuracy,
+                "int8": measured.int8.accuracy,
+                "keras": summary.get("test_accuracy"),
+            },
+            "evaluated_on": {
+                "split": "test",
+                "source": summary.get("test_source"),
+                "images": measured.fp32.count,
+            },
             "per_class": {"fp32": measured.fp32.per_class(), "int8": measured.int8.per_class()},
-            "macro_f1": {"fp32": round(measured.fp32.report["macro avg"]["f1-score"], 4),
-                         "int8": round(measured.int8.report["macro avg"]["f1-score"], 4)},
+            "macro_f1": {
+                "fp32": round(measured.fp32.report["macro avg"]["f1-score"], 4),
+                "int8": round(measured.int8.report["macro avg"]["f1-score"], 4),
+            },
             "confusion_matrix": {"fp32": measured.fp32.confusion, "int8": measured.int8.confusion},
         },
         export={

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 
 _FORMATS = {"qoperator": QuantFormat.QOperator, "qdq": QuantFormat.QDQ}
 _TYPES = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
-_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}
+_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,10 @@ class QuantizationConfig:
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
-            ("format", self.format, _FORMATS), ("activation_type", self.activation_type, _TYPES),
-            ("weight_type", self.weight_type, _TYPES), ("calibrate_method", self.calibrate_method, _METHODS),
+            ("format", self.format, _FORMATS),
+            ("activation_type", self.activation_type, _TYPES),
+            ("weight_type", self.weight_type, _TYPES),
+            ("calibrate_method", self.calibrate_method, _METHODS),
         ):
             if value not in allowed:
                 raise ConfigError(f"quantization {name} {value!r} is not one of {', '.join(allowed)}")
@@ -69,7 +74,10 @@ class QuantizationConfig:
     @property
     def label(self) -> str:
         """Short name for tables: ``qoperator-u8s8-pt`` (pt = per tensor, pc = per channel)."""
-        a, w = ("u8" if self.activation_type == "uint8" else "s8"), ("u8" if self.weight_type == "uint8" else "s8")
+        a, w = (
+            ("u8" if self.activation_type == "uint8" else "s8"),
+            ("u8" if self.weight_type == "uint8" else "s8"),
+        )
         return f"{self.format}-{a}{w}-{'pc' if self.per_channel else 'pt'}{'' if self.preprocess else '-raw'}"
 
 
@@ -87,7 +95,9 @@ def preset(name: str) -> QuantizationConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ConfigError(f"unknown quantization preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(
+            f"unknown quantization preset {name!r}; choose one of {', '.join(PRESETS)}"
+        ) from None
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -121,12 +131,19 @@ def quantize(fp32: Path, calibration: np.ndarray, config: QuantizationConfig, ou
         if config.preprocess:
             source = Path(tmp) / "preprocessed.onnx"
             quant_pre_process(str(fp32), str(source), skip_symbolic_shape=True)
-        reader = ArrayCalibrationReader(calibration[: config.calibration_size], input_name, config.calibration_batch)
+        reader = ArrayCalibrationReader(
+            calibration[: config.calibration_size], input_name, config.calibration_batch
+        )
         staged = Path(tmp) / "int8.onnx"
-        exclude = [n.name for n in onnx.load(str(source), load_external_data=False).graph.node
-                   if n.op_type in config.float_op_types]
+        exclude = [
+            n.name
+            for n in onnx.load(str(source), load_external_data=False).graph.node
+            if n.op_type in config.float_op_types
+        ]
         quantize_static(
-            str(source), str(staged), reader,
+            str(source),
+            str(staged),
+            reader,
             quant_format=_FORMATS[config.format],
             activation_type=_TYPES[config.activation_type],
             weight_type=_TYPES[config.weight_type],

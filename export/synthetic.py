@@ -36,9 +36,13 @@ def generated_images(n: int, shape: tuple[int, int, int], seed: int = 0) -> np.n
     mode = "L" if c == 1 else "RGB"
     for i in range(n):
         small = rng.integers(0, 256, size=(8, 8, c), dtype=np.uint8)
-        image = Image.fromarray(small[:, :, 0] if c == 1 else small, mode).resize((w, h), Image.Resampling.BICUBIC)
+        image = Image.fromarray(small[:, :, 0] if c == 1 else small, mode).resize(
+            (w, h), Image.Resampling.BICUBIC
+        )
         grain = rng.normal(0, 12, size=(h, w, c))
-        out[i] = np.clip(np.asarray(image, dtype=np.float32).reshape(h, w, c) + grain, 0, 255).astype(np.uint8)
+        out[i] = np.clip(np.asarray(image, dtype=np.float32).reshape(h, w, c) + grain, 0, 255).astype(
+            np.uint8
+        )
     return out
 
 
@@ -62,9 +66,19 @@ def settle_batchnorm(model: Any, x: np.ndarray) -> None:
 
 
 def register_random_model(
-    registry: Registry, name: str = "mobilenetv2", *, arch: str = "mobilenetv2", img_size: int = 224,
-    channels: int = 3, alpha: float = 1.0, classes: int = 1000, calibration_size: int = 64, seed: int = 0,
-    quantization: QuantizationConfig | None = None, promote: bool = False, keep_keras: bool = False,
+    registry: Registry,
+    name: str = "mobilenetv2",
+    *,
+    arch: str = "mobilenetv2",
+    img_size: int = 224,
+    channels: int = 3,
+    alpha: float = 1.0,
+    classes: int = 1000,
+    calibration_size: int = 64,
+    seed: int = 0,
+    quantization: QuantizationConfig | None = None,
+    promote: bool = False,
+    keep_keras: bool = False,
 ) -> ModelCard:
     """Build ``arch`` with random weights, export fp32 + INT8 through ``build_version`` and register it."""
     import keras
@@ -79,25 +93,54 @@ def register_random_model(
     settle_batchnorm(model, normalize(generated_images(32, spec.shape, seed + 1), spec))
     labels = tuple(f"class_{i:04d}" for i in range(classes))
     quantization = (quantization or QuantizationConfig()).replace(calibration_size=calibration_size)
-    options = ExportOptions(name=name, quantization=quantization, max_int8_drop=1.0, include_keras=keep_keras,
-                            command=shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]))
+    options = ExportOptions(
+        name=name,
+        quantization=quantization,
+        max_int8_drop=1.0,
+        include_keras=keep_keras,
+        command=shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+    )
     with registry.stage(name) as staged:
-        measured = build_version(model, staged, spec=spec, labels=labels, x_test=images[:64],
-                                 y_test=np.zeros(64, np.int64), x_calib=images[64:], options=options)
+        measured = build_version(
+            model,
+            staged,
+            spec=spec,
+            labels=labels,
+            x_test=images[:64],
+            y_test=np.zeros(64, np.int64),
+            x_calib=images[64:],
+            options=options,
+        )
         if keep_keras:
             save_model(model, staged / KERAS_FILE)
         card = ModelCard(
-            name=name, version=0, labels=labels, preprocessing=spec,
+            name=name,
+            version=0,
+            labels=labels,
+            preprocessing=spec,
             inputs=(TensorSpec("input", "float32", (-1, *spec.shape)),),
             outputs=(TensorSpec("probabilities", "float32", (-1, classes)),),
             architecture=arch,
-            training={"synthetic": True, "random_init": True, "alpha": alpha, "seed": seed,
-                      "params": int(model.count_params())},
+            training={
+                "synthetic": True,
+                "random_init": True,
+                "alpha": alpha,
+                "seed": seed,
+                "params": int(model.count_params()),
+            },
             dataset={"name": "generated-images", "synthetic": True, "calibration_images": calibration_size},
-            metrics={"synthetic": True, "note": "random weights: accuracy is meaningless; use for speed only"},
-            export={"outputs_probabilities": True, "parity_max_abs_diff": measured.parity_max_abs_diff,
-                    "parity_images": 64, "quantization": quantization.to_dict(), "seconds": measured.seconds,
-                    "accuracy_gate": "off (synthetic)"},
+            metrics={
+                "synthetic": True,
+                "note": "random weights: accuracy is meaningless; use for speed only",
+            },
+            export={
+                "outputs_probabilities": True,
+                "parity_max_abs_diff": measured.parity_max_abs_diff,
+                "parity_images": 64,
+                "quantization": quantization.to_dict(),
+                "seconds": measured.seconds,
+                "accuracy_gate": "off (synthetic)",
+            },
             command=options.command,
         )
         card = registry.register(staged, card)

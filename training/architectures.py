@@ -61,7 +61,7 @@ def _conv_block(x: keras.KerasTensor, filters: int, convs: int) -> keras.KerasTe
 
 def build_small_cnn(p: ArchParams) -> keras.Model:
     """VGG-style: two blocks of two 3x3 convs (32, 64 filters) with batch norm, then a 128-unit dense layer.
-    About 0.47 M parameters; on Fashion-MNIST ~94 % test accuracy in ~10 min on two CPU cores."""
+    About 0.47 M parameters; on Fashion-MNIST 93.3 % test accuracy in 14 min on two shared CPU cores."""
     import keras
     from keras import layers
 
@@ -84,7 +84,9 @@ def build_mobilenetv2(p: ArchParams) -> keras.Model:
 
     if p.weights is not None:
         if not Path(p.weights).is_file():
-            raise ConfigError(f"weights file {p.weights} not found (MobileNetV2 weights are never downloaded)")
+            raise ConfigError(
+                f"weights file {p.weights} not found (MobileNetV2 weights are never downloaded)"
+            )
         if p.input_shape[-1] != 3:
             raise ConfigError("pretrained MobileNetV2 weights need 3-channel (RGB) input: use --channels 3")
     try:
@@ -108,7 +110,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     for a in (
         Architecture("small-cnn", build_small_cnn, 1.0 / 255.0, 0.0, 4, 64, "fast VGG-style CNN (default)"),
         # MobileNetV2 expects pixels in [-1, 1]: x / 127.5 - 1.
-        Architecture("mobilenetv2", build_mobilenetv2, 1.0 / 127.5, 1.0, 32, 224, "keras.applications MobileNetV2"),
+        Architecture(
+            "mobilenetv2", build_mobilenetv2, 1.0 / 127.5, 1.0, 32, 224, "keras.applications MobileNetV2"
+        ),
     )
 }
 
@@ -117,7 +121,9 @@ def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]
     except KeyError:
-        raise ConfigError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}") from None
+        raise ConfigError(
+            f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}"
+        ) from None
 
 
 def build_model(name: str, params: ArchParams) -> keras.Model:

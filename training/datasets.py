@@ -32,7 +32,16 @@ DIGITS = "digits"
 DATASET_NAMES = (FASHION_MNIST, DIGITS)
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 FASHION_MNIST_LABELS = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 MIN_IMAGES_PER_CLASS = 3  # one each for train, validation and test
@@ -111,8 +120,17 @@ def stratified_split(y: np.ndarray, fractions: Iterable[float], seed: int) -> li
 
 
 def _split(
-    name: str, labels: tuple[str, ...], x: np.ndarray, y: np.ndarray, fingerprint: str, *,
-    val_fraction: float, test_fraction: float, seed: int, flip_invariant: bool, extra: dict[str, Any] | None = None,
+    name: str,
+    labels: tuple[str, ...],
+    x: np.ndarray,
+    y: np.ndarray,
+    fingerprint: str,
+    *,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    flip_invariant: bool,
+    extra: dict[str, Any] | None = None,
 ) -> Dataset:
     counts = np.bincount(y, minlength=len(labels))
     if (counts < MIN_IMAGES_PER_CLASS).any():
@@ -123,8 +141,16 @@ def _split(
         )
     train, val, test = stratified_split(y, (val_fraction, test_fraction), seed)
     return Dataset(
-        name, labels, Split(x[train], y[train]), Split(x[val], y[val]), Split(x[test], y[test]), fingerprint,
-        test_source="held-out", flip_invariant=flip_invariant, split_seed=seed, extra=extra or {},
+        name,
+        labels,
+        Split(x[train], y[train]),
+        Split(x[val], y[val]),
+        Split(x[test], y[test]),
+        fingerprint,
+        test_source="held-out",
+        flip_invariant=flip_invariant,
+        split_seed=seed,
+        extra=extra or {},
     )
 
 
@@ -172,23 +198,34 @@ def load_fashion_mnist(
     arrays = {}
     for split in ("train", "t10k"):
         arrays[f"{split}_x"] = _read_idx(root / f"{split}-images-idx3-ubyte.gz", 0x0803, digest)[..., None]
-        arrays[f"{split}_y"] = _read_idx(root / f"{split}-labels-idx1-ubyte.gz", 0x0801, digest).astype(np.int64)
+        arrays[f"{split}_y"] = _read_idx(root / f"{split}-labels-idx1-ubyte.gz", 0x0801, digest).astype(
+            np.int64
+        )
     train_idx, val_idx = stratified_split(arrays["train_y"], (val_fraction,), seed)
     x_train, x_test = arrays["train_x"], arrays["t10k_x"]
     if spec is not None:
         x_train, x_test = resize_pixels(x_train, spec), resize_pixels(x_test, spec)
     y_train = arrays["train_y"]
     return Dataset(
-        FASHION_MNIST, FASHION_MNIST_LABELS,
-        Split(x_train[train_idx], y_train[train_idx]), Split(x_train[val_idx], y_train[val_idx]),
-        Split(x_test, arrays["t10k_y"]), digest.hexdigest(), test_source="official", flip_invariant=True,
+        FASHION_MNIST,
+        FASHION_MNIST_LABELS,
+        Split(x_train[train_idx], y_train[train_idx]),
+        Split(x_train[val_idx], y_train[val_idx]),
+        Split(x_test, arrays["t10k_y"]),
+        digest.hexdigest(),
+        test_source="official",
+        flip_invariant=True,
         split_seed=seed,
     )
 
 
 # ---- scikit-learn digits -----------------------------------------------------------------------------
 def load_digits_dataset(
-    spec: Preprocessing | None = None, *, val_fraction: float = 0.1, test_fraction: float = 0.15, seed: int = 0
+    spec: Preprocessing | None = None,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    seed: int = 0,
 ) -> Dataset:
     """1,797 8x8 digits bundled with scikit-learn (no download): the tiny set the tests train on."""
     from sklearn.datasets import load_digits
@@ -200,8 +237,17 @@ def load_digits_dataset(
     if spec is not None:
         x = resize_pixels(x, spec)
     labels = tuple(str(int(n)) for n in bunch.target_names)
-    return _split(DIGITS, labels, x, y, fingerprint, val_fraction=val_fraction, test_fraction=test_fraction,
-                  seed=seed, flip_invariant=False)
+    return _split(
+        DIGITS,
+        labels,
+        x,
+        y,
+        fingerprint,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        flip_invariant=False,
+    )
 
 
 # ---- class folders (a directory or a zip) ------------------------------------------------------------
@@ -214,7 +260,9 @@ class _Entry:
 
 def _is_image(name: str) -> bool:
     p = PurePosixPath(name)
-    return p.suffix.lower() in IMAGE_SUFFIXES and not any(part.startswith(".") or part == "__MACOSX" for part in p.parts)
+    return p.suffix.lower() in IMAGE_SUFFIXES and not any(
+        part.startswith(".") or part == "__MACOSX" for part in p.parts
+    )
 
 
 def _dir_entries(root: Path) -> list[_Entry]:
@@ -240,7 +288,12 @@ def _zip_entries(archive: zipfile.ZipFile) -> list[_Entry]:
 
 
 def load_image_folder(
-    source: Path, spec: Preprocessing, *, val_fraction: float = 0.1, test_fraction: float = 0.15, seed: int = 0
+    source: Path,
+    spec: Preprocessing,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
+    seed: int = 0,
 ) -> Dataset:
     """One subfolder per class (``cat/001.jpg``), or a zip of such folders. Class names are the folder
     names, sorted; files with other suffixes and hidden files are ignored."""
@@ -255,7 +308,12 @@ def load_image_folder(
 
 
 def _from_entries(
-    name: str, entries: list[_Entry], spec: Preprocessing, val_fraction: float, test_fraction: float, seed: int
+    name: str,
+    entries: list[_Entry],
+    spec: Preprocessing,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
 ) -> Dataset:
     if not entries:
         raise InvalidInput(
@@ -263,7 +321,9 @@ def _from_entries(
         )
     labels = tuple(sorted({e.label for e in entries}))
     if len(labels) < 2:
-        raise InvalidInput(f"dataset {name} has {len(labels)} class folder ({labels[0]!r}); at least 2 are needed")
+        raise InvalidInput(
+            f"dataset {name} has {len(labels)} class folder ({labels[0]!r}); at least 2 are needed"
+        )
     digest = hashlib.sha256(json.dumps(labels).encode())
     x = np.empty((len(entries), *spec.shape), dtype=np.uint8)
     y = np.empty(len(entries), dtype=np.int64)
@@ -277,8 +337,18 @@ def _from_entries(
         except ImgServeError as exc:
             raise InvalidInput(f"cannot read image {entry.relpath}: {exc.message}") from None
         y[i] = index[entry.label]
-    return _split(name, labels, x, y, digest.hexdigest(), val_fraction=val_fraction, test_fraction=test_fraction,
-                  seed=seed, flip_invariant=True, extra={"source": "folder"})
+    return _split(
+        name,
+        labels,
+        x,
+        y,
+        digest.hexdigest(),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        flip_invariant=True,
+        extra={"source": "folder"},
+    )
 
 
 # ---- entry point -------------------------------------------------------------------------------------
@@ -288,7 +358,11 @@ def native_shape(source: str) -> tuple[int, int, int] | None:
 
 
 def load_dataset(
-    source: str, spec: Preprocessing | None = None, *, val_fraction: float = 0.1, test_fraction: float = 0.15,
+    source: str,
+    spec: Preprocessing | None = None,
+    *,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.15,
     seed: int = 0,
 ) -> Dataset:
     """``fashion-mnist``, ``digits``, or a path to a folder/zip of class folders. ``spec`` sets the image

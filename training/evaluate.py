@@ -93,8 +93,15 @@ def confusion_png(evaluation: Evaluation) -> bytes:
         threshold = cm.max() / 2 if cm.size else 0
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if cm[i, j] > threshold else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(cm[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if cm[i, j] > threshold else "black",
+                )
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

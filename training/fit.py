@@ -39,8 +39,16 @@ class Batches(keras.utils.PyDataset):
     """Shuffled mini-batches of a uint8 split, normalised on the fly (memory stays at uint8 size)."""
 
     def __init__(
-        self, split: Split, spec: Preprocessing, batch_size: int, *, seed: int, shuffle: bool = True,
-        flip: bool = False, shift: int = 0, one_hot: int = 0,
+        self,
+        split: Split,
+        spec: Preprocessing,
+        batch_size: int,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        flip: bool = False,
+        shift: int = 0,
+        one_hot: int = 0,
     ):
         super().__init__()
         self.split, self.spec, self.batch_size, self.one_hot = split, spec, batch_size, one_hot
@@ -82,15 +90,17 @@ class Progress(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
-        self.sink({
-            "event": "epoch",
-            "epoch": epoch + 1,
-            "epochs": self.epochs,
-            "metrics": {k: round(float(v), 6) for k, v in (logs or {}).items()},
-            "learning_rate": round(float(self.model.optimizer.learning_rate), 8),
-            "epoch_seconds": round(now - self.epoch_start, 2),
-            "elapsed_seconds": round(now - self.start, 2),
-        })
+        self.sink(
+            {
+                "event": "epoch",
+                "epoch": epoch + 1,
+                "epochs": self.epochs,
+                "metrics": {k: round(float(v), 6) for k, v in (logs or {}).items()},
+                "learning_rate": round(float(self.model.optimizer.learning_rate), 8),
+                "epoch_seconds": round(now - self.epoch_start, 2),
+                "elapsed_seconds": round(now - self.start, 2),
+            }
+        )
 
 
 class CosineSchedule(keras.callbacks.Callback):
@@ -100,11 +110,22 @@ class CosineSchedule(keras.callbacks.Callback):
     cut off half-way (a step-based schedule stopped at 70 % leaves the rate at a quarter of its peak).
     Training stops after the epoch past which another would overrun the budget; the best epoch is kept."""
 
-    def __init__(self, peak: float, total_steps: int, sink: ProgressSink, budget_seconds: float | None = None,
-                 floor: float = 0.01):
+    def __init__(
+        self,
+        peak: float,
+        total_steps: int,
+        sink: ProgressSink,
+        budget_seconds: float | None = None,
+        floor: float = 0.01,
+    ):
         super().__init__()
-        self.peak, self.total_steps, self.sink, self.budget, self.floor = peak, max(1, total_steps), sink, \
-            budget_seconds, floor
+        self.peak, self.total_steps, self.sink, self.budget, self.floor = (
+            peak,
+            max(1, total_steps),
+            sink,
+            budget_seconds,
+            floor,
+        )
         self.step, self.start, self.epoch_start = 0, time.perf_counter(), time.perf_counter()
         self.last_epoch_seconds = 0.0
 
@@ -112,7 +133,9 @@ class CosineSchedule(keras.callbacks.Callback):
         done = self.step / self.total_steps
         if self.budget:
             # aim to finish annealing at the end of the last epoch that fits
-            usable = max(self.budget - self.last_epoch_seconds, 1e-9) if self.last_epoch_seconds else self.budget
+            usable = (
+                max(self.budget - self.last_epoch_seconds, 1e-9) if self.last_epoch_seconds else self.budget
+            )
             done = max(done, (time.perf_counter() - self.start) / usable)
         return min(1.0, done)
 
@@ -130,7 +153,11 @@ class CosineSchedule(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
         self.last_epoch_seconds = now - self.epoch_start
-        if self.budget and (now - self.start) + self.last_epoch_seconds > self.budget and self.step < self.total_steps:
+        if (
+            self.budget
+            and (now - self.start) + self.last_epoch_seconds > self.budget
+            and self.step < self.total_steps
+        ):
             self.model.stop_training = True
             self.sink({"event": "time_budget", "epoch": epoch + 1, "budget_seconds": self.budget})
 
@@ -147,8 +174,15 @@ def compile_model(model: keras.Model, *, learning_rate: float, label_smoothing: 
 
 
 def fit(
-    model: keras.Model, train: Batches, val: Batches, *, epochs: int, learning_rate: float, patience: int,
-    sink: ProgressSink, budget_seconds: float | None = None,
+    model: keras.Model,
+    train: Batches,
+    val: Batches,
+    *,
+    epochs: int,
+    learning_rate: float,
+    patience: int,
+    sink: ProgressSink,
+    budget_seconds: float | None = None,
 ) -> dict[str, list[float]]:
     """Fit with early stopping on validation accuracy (best weights restored, also when the time budget
     stops the run); returns the history."""

@@ -88,8 +88,14 @@ class TrainConfig:
             (self.channels in (None, 1, 3), "channels must be 1 or 3"),
             (self.alpha > 0, "alpha must be > 0"),
             (0 <= self.shift < 0.5, "shift must be in [0, 0.5)"),
-            (0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5, "split fractions must be in (0, 0.5)"),
-            (self.max_train_samples is None or self.max_train_samples >= 10, "max train samples must be >= 10"),
+            (
+                0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5,
+                "split fractions must be in (0, 0.5)",
+            ),
+            (
+                self.max_train_samples is None or self.max_train_samples >= 10,
+                "max train samples must be >= 10",
+            ),
             (self.time_budget_minutes is None or self.time_budget_minutes > 0, "time budget must be > 0"),
             (self.calibration_samples >= 1, "calibration samples must be >= 1"),
         ]
@@ -134,17 +140,28 @@ def _parent(init_from: str | None) -> _Parent | None:
         path = path / KERAS_FILE
     if not path.is_file():
         raise ConfigError(f"--init-from {init_from}: no model.keras there")
-    meta, labels_file, pre_file = (path.parent / n for n in (METADATA_FILE, "labels.json", "preprocessing.json"))
+    meta, labels_file, pre_file = (
+        path.parent / n for n in (METADATA_FILE, "labels.json", "preprocessing.json")
+    )
     if meta.is_file():  # a registry version
         data = json.loads(meta.read_text())
-        return _Parent(path, tuple(data["labels"]), Preprocessing(**_tuples(data["preprocessing"])),
-                       {"name": data.get("name"), "version": data.get("version"), "path": str(path)},
-                       data.get("architecture") or None)
+        return _Parent(
+            path,
+            tuple(data["labels"]),
+            Preprocessing(**_tuples(data["preprocessing"])),
+            {"name": data.get("name"), "version": data.get("version"), "path": str(path)},
+            data.get("architecture") or None,
+        )
     if labels_file.is_file() and pre_file.is_file():  # a run directory
         config = path.parent / "config.json"
         arch = json.loads(config.read_text()).get("arch") if config.is_file() else None
-        return _Parent(path, tuple(json.loads(labels_file.read_text())),
-                       Preprocessing(**_tuples(json.loads(pre_file.read_text()))), {"path": str(path)}, arch)
+        return _Parent(
+            path,
+            tuple(json.loads(labels_file.read_text())),
+            Preprocessing(**_tuples(json.loads(pre_file.read_text()))),
+            {"path": str(path)},
+            arch,
+        )
     return _Parent(path, None, None, {"path": str(path)})
 
 
@@ -172,7 +189,10 @@ def resolve_preprocessing(config: TrainConfig, arch: Architecture, parent: _Pare
 
 
 def train(
-    config: TrainConfig, out_dir: str | os.PathLike[str], *, on_progress: Callable[[dict[str, Any]], None] | None = None,
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
     progress_file: str | os.PathLike[str] | None = None,
 ) -> RunResult:
     """Train ``config`` into ``out_dir`` (see the module docstring for its files); returns the test accuracy
@@ -183,8 +203,13 @@ def train(
     parent = _parent(config.init_from)
     spec = resolve_preprocessing(config, arch, parent)
     t_start = time.perf_counter()
-    dataset = load_dataset(config.dataset, spec, val_fraction=config.val_fraction,
-                           test_fraction=config.test_fraction, seed=config.seed)
+    dataset = load_dataset(
+        config.dataset,
+        spec,
+        val_fraction=config.val_fraction,
+        test_fraction=config.test_fraction,
+        seed=config.seed,
+    )
     if parent is not None and parent.labels is not None and parent.labels != dataset.labels:
         raise ConfigError(
             f"cannot warm-start: the parent model's classes {list(parent.labels)} differ from the dataset's "
@@ -197,16 +222,25 @@ def train(
     (out / SUMMARY_FILE).unlink(missing_ok=True)
     seen: set[str] = set()
     loads = [os.getloadavg()[0]]
-    write_event = _progress_sink(Path(progress_file) if progress_file else out / "progress.jsonl", on_progress)
+    write_event = _progress_sink(
+        Path(progress_file) if progress_file else out / "progress.jsonl", on_progress
+    )
 
     def sink(event: dict[str, Any]) -> None:
         seen.add(event["event"])
         loads.append(os.getloadavg()[0])
         write_event(event)
 
-    log.info("dataset %s: %d train / %d val / %d test images %s, %d classes (loaded in %.1fs)",
-             dataset.name, len(train_split), len(dataset.val), len(dataset.test), dataset.shape,
-             len(dataset.labels), time.perf_counter() - t_start)
+    log.info(
+        "dataset %s: %d train / %d val / %d test images %s, %d classes (loaded in %.1fs)",
+        dataset.name,
+        len(train_split),
+        len(dataset.val),
+        len(dataset.test),
+        dataset.shape,
+        len(dataset.labels),
+        time.perf_counter() - t_start,
+    )
 
     import keras  # TensorFlow loads here, once the inputs are known to be good
 
@@ -219,22 +253,46 @@ def train(
     else:
         from .architectures import build_model
 
-        model = build_model(config.arch, ArchParams(spec.shape, len(dataset.labels), config.alpha,
-                                                    config.weights, config.dropout))
+        model = build_model(
+            config.arch,
+            ArchParams(spec.shape, len(dataset.labels), config.alpha, config.weights, config.dropout),
+        )
     flip = dataset.flip_invariant if config.flip is None else config.flip
     shift = round(config.shift * min(spec.height, spec.width)) if config.augment else 0
     one_hot = len(dataset.labels) if config.label_smoothing > 0 else 0
-    batches = fit.Batches(train_split, spec, config.batch_size, seed=config.seed, flip=config.augment and flip,
-                          shift=shift, one_hot=one_hot)
-    val = fit.Batches(dataset.val, spec, max(config.batch_size, 256), seed=config.seed, shuffle=False,
-                      one_hot=one_hot)
+    batches = fit.Batches(
+        train_split,
+        spec,
+        config.batch_size,
+        seed=config.seed,
+        flip=config.augment and flip,
+        shift=shift,
+        one_hot=one_hot,
+    )
+    val = fit.Batches(
+        dataset.val, spec, max(config.batch_size, 256), seed=config.seed, shuffle=False, one_hot=one_hot
+    )
     fit.compile_model(model, learning_rate=config.learning_rate, label_smoothing=config.label_smoothing)
-    sink({"event": "start", "epochs": config.epochs, "train_images": len(train_split),
-          "params": int(model.count_params())})
+    sink(
+        {
+            "event": "start",
+            "epochs": config.epochs,
+            "train_images": len(train_split),
+            "params": int(model.count_params()),
+        }
+    )
     t_fit = time.perf_counter()
     budget = config.time_budget_minutes * 60 if config.time_budget_minutes else None
-    history = fit.fit(model, batches, val, epochs=config.epochs, learning_rate=config.learning_rate,
-                      patience=config.patience, sink=sink, budget_seconds=budget)
+    history = fit.fit(
+        model,
+        batches,
+        val,
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        patience=config.patience,
+        sink=sink,
+        budget_seconds=budget,
+    )
     train_seconds = time.perf_counter() - t_fit
 
     probs = fit.predict(model, dataset.test.x, spec)
@@ -243,8 +301,9 @@ def train(
     _write_run(out, config, dataset, spec, history, parent)
     save_evaluation(evaluation, out)
     calib = dataset.train.sample(config.calibration_samples, config.seed + 1)
-    np.savez_compressed(out / HELDOUT_FILE, x_test=dataset.test.x, y_test=dataset.test.y,
-                        x_calib=calib.x, y_calib=calib.y)
+    np.savez_compressed(
+        out / HELDOUT_FILE, x_test=dataset.test.x, y_test=dataset.test.y, x_calib=calib.x, y_calib=calib.y
+    )
     val_acc = history.get("val_accuracy", [0.0])
     summary = {
         "test_accuracy": evaluation.accuracy,
@@ -253,8 +312,9 @@ def train(
         "best_val_accuracy": max(val_acc),
         "best_epoch": int(np.argmax(val_acc)) + 1,
         "epochs_run": len(val_acc),
-        "stopped_by": "time budget" if "time_budget" in seen else (
-            "early stopping" if len(val_acc) < config.epochs else "epochs"),
+        "stopped_by": "time budget"
+        if "time_budget" in seen
+        else ("early stopping" if len(val_acc) < config.epochs else "epochs"),
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "params": int(model.count_params()),
@@ -263,8 +323,14 @@ def train(
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
     sink({"event": "done", **{k: summary[k] for k in ("test_accuracy", "best_epoch", "train_seconds")}})
-    log.info("test accuracy %.4f on %d %s images; trained %d epochs in %.0fs", evaluation.accuracy,
-             evaluation.count, dataset.test_source, summary["epochs_run"], train_seconds)
+    log.info(
+        "test accuracy %.4f on %d %s images; trained %d epochs in %.0fs",
+        evaluation.accuracy,
+        evaluation.count,
+        dataset.test_source,
+        summary["epochs_run"],
+        train_seconds,
+    )
     return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
 
 
@@ -282,17 +348,28 @@ def save_model(model: Any, path: Path) -> Path:
 
 def _check_warm_start(model: Any, spec: Preprocessing, classes: int) -> None:
     if tuple(model.input_shape[1:]) != spec.shape:
-        raise ConfigError(f"the warm-start model takes input {list(model.input_shape[1:])}, not {list(spec.shape)}")
+        raise ConfigError(
+            f"the warm-start model takes input {list(model.input_shape[1:])}, not {list(spec.shape)}"
+        )
     if model.output_shape[-1] != classes:
-        raise ConfigError(f"the warm-start model has {model.output_shape[-1]} classes; the dataset has {classes}")
+        raise ConfigError(
+            f"the warm-start model has {model.output_shape[-1]} classes; the dataset has {classes}"
+        )
 
 
 def _write_run(
-    out: Path, config: TrainConfig, dataset: Dataset, spec: Preprocessing, history: dict[str, list[float]],
+    out: Path,
+    config: TrainConfig,
+    dataset: Dataset,
+    spec: Preprocessing,
+    history: dict[str, list[float]],
     parent: _Parent | None,
 ) -> None:
-    resolved = {"input_shape": list(spec.shape), "parent": parent.ref if parent else None,
-                "architecture": (parent.architecture if parent else None) or config.arch}
+    resolved = {
+        "input_shape": list(spec.shape),
+        "parent": parent.ref if parent else None,
+        "architecture": (parent.architecture if parent else None) or config.arch,
+    }
     atomic_write_json(out / "config.json", {**config.to_dict(), "resolved": resolved})
     atomic_write_json(out / "labels.json", list(dataset.labels))
     atomic_write_json(out / "preprocessing.json", dataclasses.asdict(spec))
@@ -303,11 +380,17 @@ def _write_run(
 def _machine(loads: list[float]) -> dict[str, Any]:
     """CPU count and load average (1 min) at the start, the highest seen at an epoch end, and the mean:
     training time means little without knowing whether other jobs shared the CPU."""
-    return {"cpus": os.cpu_count(), "loadavg_1m_start": round(loads[0], 2), "loadavg_1m_max": round(max(loads), 2),
-            "loadavg_1m_mean": round(sum(loads) / len(loads), 2)}
+    return {
+        "cpus": os.cpu_count(),
+        "loadavg_1m_start": round(loads[0], 2),
+        "loadavg_1m_max": round(max(loads), 2),
+        "loadavg_1m_mean": round(sum(loads) / len(loads), 2),
+    }
 
 
-def _progress_sink(path: Path, callback: Callable[[dict[str, Any]], None] | None) -> Callable[[dict[str, Any]], None]:
+def _progress_sink(
+    path: Path, callback: Callable[[dict[str, Any]], None] | None
+) -> Callable[[dict[str, Any]], None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("")
 
@@ -317,9 +400,17 @@ def _progress_sink(path: Path, callback: Callable[[dict[str, Any]], None] | None
             fh.write(json.dumps(event) + "\n")
         if event["event"] == "epoch":
             m = event["metrics"]
-            log.info("epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs, load %.1f)",
-                     event["epoch"], event["epochs"], m.get("loss", 0), m.get("accuracy", 0),
-                     m.get("val_loss", 0), m.get("val_accuracy", 0), event["epoch_seconds"], event["loadavg_1m"])
+            log.info(
+                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs, load %.1f)",
+                event["epoch"],
+                event["epochs"],
+                m.get("loss", 0),
+                m.get("accuracy", 0),
+                m.get("val_loss", 0),
+                m.get("val_accuracy", 0),
+                event["epoch_seconds"],
+                event["loadavg_1m"],
+            )
         if callback is not None:
             callback(event)
 

@@ -24,14 +24,21 @@ def export_command(args: argparse.Namespace) -> int:
     from export.quantize import preset
 
     quantization = preset(args.quantization).replace(calibration_size=args.calibration_size)
-    options = ExportOptions(name=args.name, promote=args.promote, quantization=quantization,
-                            max_int8_drop=args.max_int8_drop / 100, command=command_line(args))
+    options = ExportOptions(
+        name=args.name,
+        promote=args.promote,
+        quantization=quantization,
+        max_int8_drop=args.max_int8_drop / 100,
+        command=command_line(args),
+    )
     registry = registry_from(args)
     card = export_run(args.run_dir, registry, options)
     acc = card.metrics["accuracy"]
-    print(f"registered {card.name} v{card.version} in {registry.root}: accuracy fp32 {acc['fp32']:.4f}, "
-          f"int8 {acc['int8']:.4f}; parity max |diff| {card.export['parity_max_abs_diff']:.1e}; "
-          f"production v{registry.aliases(card.name).get('production')}")
+    print(
+        f"registered {card.name} v{card.version} in {registry.root}: accuracy fp32 {acc['fp32']:.4f}, "
+        f"int8 {acc['int8']:.4f}; parity max |diff| {card.export['parity_max_abs_diff']:.1e}; "
+        f"production v{registry.aliases(card.name).get('production')}"
+    )
     return 0
 
 
@@ -42,6 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_registry_args(p)
     p.add_argument("--promote", action="store_true", help="make the new version production")
     p.add_argument("--calibration-size", type=int, default=500, help="training images to calibrate INT8 on")
-    p.add_argument("--quantization", default="default", help="INT8 preset (default, qdq, qdq-per-channel, ...)")
+    p.add_argument(
+        "--quantization", default="default", help="INT8 preset (default, qdq, qdq-per-channel, ...)"
+    )
     p.add_argument("--max-int8-drop", type=float, default=1.0, help="allowed INT8 accuracy loss in points")
     p.set_defaults(func=export_command)

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.slow
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One epoch on digits through the CLI (what a user runs), small batches so BN statistics settle."""
     out = tmp_path_factory.mktemp("runs") / "digits"
-    assert main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "16", "--out", str(out)]) == 0
+    assert (
+        main(["train", "--dataset", "digits", "--epochs", "1", "--batch-size", "16", "--out", str(out)]) == 0
+    )
     return out
 
 
@@ -36,8 +38,18 @@ def _export(run: Path, root: Path, **kw: object) -> ModelCard:
 
 
 def test_run_directory_is_complete(digits_run: Path) -> None:
-    for name in ("model.keras", "config.json", "labels.json", "preprocessing.json", "history.json",
-                 "evaluation.json", "evaluation_confusion.png", "dataset.json", "heldout.npz", "summary.json"):
+    for name in (
+        "model.keras",
+        "config.json",
+        "labels.json",
+        "preprocessing.json",
+        "history.json",
+        "evaluation.json",
+        "evaluation_confusion.png",
+        "dataset.json",
+        "heldout.npz",
+        "summary.json",
+    ):
         assert (digits_run / name).is_file(), name
     events = [json.loads(line) for line in (digits_run / "progress.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "epoch", "done"]
@@ -53,7 +65,12 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
     registry = Registry(tmp_path)
     assert card.version == 1 and registry.resolve("digits") == 1
     vdir = registry.version_dir("digits", 1)
-    assert sorted(p.name for p in vdir.iterdir()) == ["metadata.json", "model.int8.onnx", "model.keras", "model.onnx"]
+    assert sorted(p.name for p in vdir.iterdir()) == [
+        "metadata.json",
+        "model.int8.onnx",
+        "model.keras",
+        "model.onnx",
+    ]
     import zipfile
 
     with zipfile.ZipFile(vdir / "model.keras") as zf:  # no optimizer state shipped
@@ -61,7 +78,9 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
 
     held = np.load(digits_run / "heldout.npz")
     x = normalize(held["x_test"][:64], card.preprocessing)
-    expected = np.asarray(keras.models.load_model(digits_run / "model.keras", compile=False)(x, training=False))
+    expected = np.asarray(
+        keras.models.load_model(digits_run / "model.keras", compile=False)(x, training=False)
+    )
     fp32 = OnnxClassifier.load(vdir / "model.onnx", card, "fp32")
     assert np.max(np.abs(fp32.predict(x) - expected)) <= 1e-4
     assert fp32.input_name == "input" and fp32.output_name == "probabilities"
@@ -84,7 +103,9 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
     assert meta["parent_version"] is None and meta["command"].startswith("imgserve train")
 
 
-def test_crash_mid_export_leaves_nothing(digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_mid_export_leaves_nothing(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import export.quantize
 
     _export(digits_run, tmp_path)
@@ -100,8 +121,9 @@ def test_crash_mid_export_leaves_nothing(digits_run: Path, tmp_path: Path, monke
     assert sorted(p.name for p in (tmp_path / "digits" / "versions").iterdir()) == ["1"]  # no staging left
 
 
-def test_int8_accuracy_gate(digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_accuracy_gate(
+    digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import export.quantize
     from tests.fixtures import tiny_onnx_bytes
 
@@ -125,8 +147,11 @@ def test_warm_start_from_a_version_records_its_parent(digits_run: Path, tmp_path
     _export(digits_run, tmp_path)
     vdir = Registry(tmp_path).version_dir("digits", 1)
     events: list[dict[str, object]] = []
-    result = train(TrainConfig(dataset="digits", epochs=1, batch_size=16, init_from=str(vdir)), tmp_path / "run2",
-                   on_progress=events.append)
+    result = train(
+        TrainConfig(dataset="digits", epochs=1, batch_size=16, init_from=str(vdir)),
+        tmp_path / "run2",
+        on_progress=events.append,
+    )
     assert any(e["event"] == "epoch" for e in events)
     assert result.test_accuracy >= 0.5
     card = _export(tmp_path / "run2", tmp_path, promote=True)
@@ -134,9 +159,26 @@ def test_warm_start_from_a_version_records_its_parent(digits_run: Path, tmp_path
     assert Registry(tmp_path).aliases("digits")["production"] == 2
 
 
-def test_cli_export_and_models_list(digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", str(digits_run), "--name", "digits", "--models-dir", str(tmp_path),
-                 "--max-int8-drop", "5", "--calibration-size", "100"]) == 0
+def test_cli_export_and_models_list(
+    digits_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert (
+        main(
+            [
+                "export",
+                str(digits_run),
+                "--name",
+                "digits",
+                "--models-dir",
+                str(tmp_path),
+                "--max-int8-drop",
+                "5",
+                "--calibration-size",
+                "100",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "registered digits v1" in out and "production v1" in out
     card = Registry(tmp_path).card("digits", 1)
@@ -156,5 +198,7 @@ def test_time_budget_stops_after_the_epoch_that_would_overrun(tmp_path: Path) ->
     from training.train import TrainConfig, train
 
     result = train(TrainConfig(dataset="digits", epochs=5, time_budget_minutes=1e-4), tmp_path / "run")
-    events = [json.loads(line)["event"] for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()]
+    events = [
+        json.loads(line)["event"] for line in (tmp_path / "run" / "progress.jsonl").read_text().splitlines()
+    ]
     assert result.epochs_run == 1 and events == ["start", "epoch", "time_budget", "done"]

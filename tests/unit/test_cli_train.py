@@ -17,14 +17,25 @@ from training.train import TrainConfig
     [
         (["train", "--dataset", "{tmp}/missing", "--out", "{tmp}/run"], "dataset '{tmp}/missing' not found"),
         (["train", "--dataset", "{tmp}/empty", "--out", "{tmp}/run"], "holds no images in class folders"),
-        (["train", "--arch", "resnet9000", "--out", "{tmp}/run"],
-         "unknown architecture 'resnet9000'; choose one of small-cnn, mobilenetv2"),
+        (
+            ["train", "--arch", "resnet9000", "--out", "{tmp}/run"],
+            "unknown architecture 'resnet9000'; choose one of small-cnn, mobilenetv2",
+        ),
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
         (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),
-        (["export", "{tmp}/norun", "--name", "x", "--models-dir", "{tmp}/m"], "run directory {tmp}/norun not found"),
-        (["export", "{tmp}/empty", "--name", "x", "--models-dir", "{tmp}/m"], "is incomplete: training did not finish"),
+        (
+            ["export", "{tmp}/norun", "--name", "x", "--models-dir", "{tmp}/m"],
+            "run directory {tmp}/norun not found",
+        ),
+        (
+            ["export", "{tmp}/empty", "--name", "x", "--models-dir", "{tmp}/m"],
+            "is incomplete: training did not finish",
+        ),
         (["export", "{tmp}/empty", "--name", "bad name!", "--models-dir", "{tmp}/m"], "invalid model name"),
-        (["export", "{tmp}/empty", "--name", "x", "--quantization", "int3"], "unknown quantization preset 'int3'"),
+        (
+            ["export", "{tmp}/empty", "--name", "x", "--quantization", "int3"],
+            "unknown quantization preset 'int3'",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2(
@@ -50,5 +61,7 @@ def test_unreadable_image_names_the_file(tmp_path: Path, capsys: pytest.CaptureF
 def test_recorded_command_reproduces_the_config() -> None:
     config = TrainConfig(dataset="digits", epochs=3, img_size=16)
     cmd = command_line(config, Path("runs/d"), augment=True)
-    assert cmd == ("imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
-                   "--img-size 16 --augment --out runs/d")
+    assert cmd == (
+        "imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
+        "--img-size 16 --augment --out runs/d"
+    )
