@@ -1,0 +1,225 @@
+"""Turn a finished training run into a registered version: ONNX fp32 + INT8, two gates, one ModelCard.
+
+Gates (the export fails with a clear message and registers nothing when one fails):
+  * parity: ONNX fp32 vs Keras on held-out images, max |probability difference| <= ``parity_tolerance``;
+  * accuracy: INT8 top-1 accuracy on the test set at most ``max_int8_drop`` below fp32.
+
+Everything is built inside ``Registry.stage``: a crash or a failed gate removes the staged directory, so the
+registry never shows a half-written version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from inference.errors import ImgServeError
+from inference.metadata import ModelCard, Preprocessing, TensorSpec
+from inference.preprocess import normalize
+from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
+from training.evaluate import Evaluation, evaluate_predictions
+from training.train import load_run
+
+from .quantize import QuantizationConfig
+
+log = logging.getLogger(__name__)
+
+
+class ExportGateError(ImgServeError):
+    """A quality gate failed; nothing was registered."""
+
+    http_status = 422
+    grpc_code = "FAILED_PRECONDITION"
+    error_type = "export_gate_failed"
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    name: str
+    promote: bool = False
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    parity_images: int = 64
+    parity_tolerance: float = 1e-4
+    max_int8_drop: float = 0.01  # absolute top-1 accuracy (0.01 = 1 point)
+    include_keras: bool = True
+    command: str = ""  # the export command line, appended to the training command in metadata
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the export measured, before anything is registered."""
+
+    parity_max_abs_diff: float
+    fp32: Evaluation
+    int8: Evaluation
+    seconds: dict[str, float]
+
+
+def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: ExportOptions) -> ModelCard:
+    """Convert, quantize, gate and register the run in ``run_dir``; returns the registered card."""
+    check_name(options.name)
+    run = load_run(run_dir)
+    held = np.load(run["heldout_path"])
+    spec: Preprocessing = run["preprocessing"]
+
+    import keras  # TensorFlow loads only once the run is known to be complete
+
+    model = keras.models.load_model(run["keras_path"], compile=False)
+    with registry.stage(options.name) as staged:
+        measured = build_version(
+            model,
+            staged,
+            spec=spec,
+            labels=run["labels"],
+            x_test=held["x_test"],
+            y_test=held["y_test"],
+            x_calib=held["x_calib"],
+            options=options,
+        )
+        if options.include_keras:  # re-saved from the uncompiled model: no optimizer state, a third the size
+            model.save(staged / KERAS_FILE)
+        card = registry.register(staged, make_card(run, spec, measured, options))
+    if options.promote and registry.aliases(options.name).get("production") != card.version:
+        registry.promote(options.name, card.version, reason="export --promote")
+    log.info(
+        "registered %s v%d: fp32 %.4f, int8 %.4f, parity %.2e",
+        card.name,
+        card.version,
+        measured.fp32.accuracy,
+        measured.int8.accuracy,
+        measured.parity_max_abs_diff,
+    )
+    return card
+
+
+def build_version(
+    model: Any,
+    out: Path,
+    *,
+    spec: Preprocessing,
+    labels: tuple[str, ...],
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    x_calib: np.ndarray,
+    options: ExportOptions,
+) -> Measured:
+    """Write model.onnx and model.int8.onnx into ``out`` and check both gates. Reused by the benchmark,
+    which builds random-weight models the same way."""
+    from . import convert
+    from .quantize import quantize
+
+    seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="imgserve-export-") as tmp:
+        t0 = time.perf_counter()
+        saved = convert.to_saved_model(model, Path(tmp) / "saved_model")
+        fp32 = convert.to_onnx(saved, out / VARIANT_FILES["fp32"])
+        seconds["convert"] = round(time.perf_counter() - t0, 2)
+    x_parity = normalize(x_test[: options.parity_images], spec)
+    diff = convert.max_abs_diff(model, fp32, x_parity)
+    if not diff <= options.parity_tolerance:
+        raise ExportGateError(
+            f"parity gate failed: ONNX fp32 differs from Keras by up to {diff:.2e} on {len(x_parity)} held-out "
+            f"images (tolerance {options.parity_tolerance:.0e}); nothing was registered"
+        )
+    x_all = normalize(x_test, spec)
+    fp32_eval = evaluate_predictions(y_test, convert.onnx_predict(fp32, x_all), labels)
+
+    t0 = time.perf_counter()
+    int8 = quantize(fp32, normalize(x_calib, spec), options.quantization, out / VARIANT_FILES["int8"])
+    seconds["quantize"] = round(time.perf_counter() - t0, 2)
+    int8_eval = evaluate_predictions(y_test, convert.onnx_predict(int8, x_all), labels)
+    drop = fp32_eval.accuracy - int8_eval.accuracy
+    if drop > options.max_int8_drop:
+        raise ExportGateError(
+            f"accuracy gate failed: INT8 top-1 accuracy {int8_eval.accuracy:.2%} is {100 * drop:.2f} points below "
+            f"fp32 {fp32_eval.accuracy:.2%} on {fp32_eval.count} test images (allowed: "
+            f"{100 * options.max_int8_drop:.2f}); try another --quantization preset or more --calibration-size; "
+            "nothing was registered"
+        )
+    return Measured(diff, fp32_eval, int8_eval, seconds)
+
+
+def make_card(
+    run: dict[str, Any], spec: Preprocessing, measured: Measured, options: ExportOptions
+) -> ModelCard:
+    """The metadata.json content: everything needed to serve, compare and reproduce this version."""
+    import onnxruntime
+    import tf2onnx
+
+    from .convert import BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME
+
+    config, summary = run["config"], run["summary"]
+    labels = run["labels"]
+    parent = (config.get("resolved") or {}).get("parent") or {}
+    train_cmd = config.get("command") or ""
+    command = " && ".join(c for c in (train_cmd, options.command) if c)
+    return ModelCard(
+        name=options.name,
+        version=0,  # allocated by Registry.register
+        labels=labels,
+        preprocessing=spec,
+        inputs=(TensorSpec(INPUT_NAME, "float32", (-1, *spec.shape)),),
+        outputs=(TensorSpec(OUTPUT_NAME, "float32", (-1, len(labels))),),
+        architecture=(config.get("resolved") or {}).get("architecture") or config["arch"],
+        training={
+            "config": {k: v for k, v in config.items() if k != "resolved"},
+            "parent": parent or None,
+            **{
+                k: summary[k]
+                for k in (
+                    "epochs_run",
+                    "stopped_by",
+                    "best_epoch",
+                    "best_val_accuracy",
+                    "train_seconds",
+                    "total_seconds",
+                    "params",
+                    "machine",
+                )
+                if k in summary
+            },
+            "loadavg_1m_during_training": run.get("load_during_training"),
+        },
+        dataset=run["dataset"],
+        metrics={
+            "accuracy": {
+                "fp32": measured.fp32.accuracy,
+                "int8": measured.int8.accuracy,
+                "keras": summary.get("test_accuracy"),
+            },
+            "evaluated_on": {
+                "split": "test",
+                "source": summary.get("test_source"),
+                "images": measured.fp32.count,
+            },
+            "per_class": {"fp32": measured.fp32.per_class(), "int8": measured.int8.per_class()},
+            "macro_f1": {
+                "fp32": round(measured.fp32.report["macro avg"]["f1-score"], 4),
+                "int8": round(measured.int8.report["macro avg"]["f1-score"], 4),
+            },
+            "confusion_matrix": {"fp32": measured.fp32.confusion, "int8": measured.int8.confusion},
+        },
+        export={
+            "outputs_probabilities": True,
+            "parity_max_abs_diff": measured.parity_max_abs_diff,
+            "parity_images": options.parity_images,
+            "parity_tolerance": options.parity_tolerance,
+            "max_int8_drop": options.max_int8_drop,
+            "quantization": options.quantization.to_dict(),
+            "opset": OPSET,
+            "batch_dim": BATCH_DIM,
+            "tf2onnx": tf2onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "seconds": measured.seconds,
+            "keras_file": options.include_keras,
+        },
+        parent_version=parent.get("version") if parent.get("name") == options.name else None,
+        command=command,
+    )

@@ -1,0 +1,67 @@
+"""Bad input to ``imgserve train`` / ``imgserve export`` is one error line and exit code 2, before any
+TensorFlow import (so these run in the unit tier)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imgserve.cli import main
+from imgserve.commands.train import command_line
+from training.train import TrainConfig
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "{tmp}/missing", "--out", "{tmp}/run"], "dataset '{tmp}/missing' not found"),
+        (["train", "--dataset", "{tmp}/empty", "--out", "{tmp}/run"], "holds no images in class folders"),
+        (
+            ["train", "--arch", "resnet9000", "--out", "{tmp}/run"],
+            "unknown architecture 'resnet9000'; choose one of small-cnn, mobilenetv2",
+        ),
+        (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
+        (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),
+        (
+            ["export", "{tmp}/norun", "--name", "x", "--models-dir", "{tmp}/m"],
+            "run directory {tmp}/norun not found",
+        ),
+        (
+            ["export", "{tmp}/empty", "--name", "x", "--models-dir", "{tmp}/m"],
+            "is incomplete: training did not finish",
+        ),
+        (["export", "{tmp}/empty", "--name", "bad name!", "--models-dir", "{tmp}/m"], "invalid model name"),
+        (
+            ["export", "{tmp}/empty", "--name", "x", "--quantization", "int3"],
+            "unknown quantization preset 'int3'",
+        ),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "\n" not in err and "Traceback" not in captured.err
+    assert err.startswith(f"imgserve {argv[0]}: error: ") and message.format(tmp=tmp_path) in err
+
+
+def test_unreadable_image_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.unit.test_datasets import make_folder
+
+    folder = make_folder(tmp_path / "data")
+    (folder / "green" / "001.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    assert main(["train", "--dataset", str(folder), "--img-size", "16", "--out", str(tmp_path / "run")]) == 2
+    assert "error: cannot read image green/001.jpg: " in capsys.readouterr().err
+
+
+def test_recorded_command_reproduces_the_config() -> None:
+    config = TrainConfig(dataset="digits", epochs=3, img_size=16)
+    cmd = command_line(config, Path("runs/d"), augment=True)
+    assert cmd == (
+        "imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
+        "--img-size 16 --augment --out runs/d"
+    )
