@@ -87,8 +87,8 @@ class ServerProcess:
 
 
 def inference_command(port: int) -> list[str]:
-    """The inference service to test against: this harness, or the real BentoML service."""
-    if os.environ.get("IMGSERVE_E2E_SERVICE", "harness") == "bentoml":
+    """The inference service to test against: the real BentoML service (default), or this harness's app."""
+    if os.environ.get("IMGSERVE_E2E_SERVICE", "bentoml") == "bentoml":
         return [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"]
     return [sys.executable, "-m", "tests.e2e.harness", "serve", "--port", str(port)]
 

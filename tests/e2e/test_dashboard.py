@@ -1,7 +1,9 @@
 """The dashboard in a real headless browser (Debian chromium + chromedriver, driven by Selenium) against a real
-admin runner (``python -m imgserve admin`` subprocess) and a real inference service (see ``harness.py``:
-the stand-in FastAPI app over the real ``ModelRuntime`` until ``service.py`` lands; set
-``IMGSERVE_E2E_SERVICE=bentoml`` to run ``python -m bentoml serve .`` instead).
+admin runner (``python -m imgserve admin`` subprocess) and the real inference service (``python -m bentoml
+serve .``; ``IMGSERVE_E2E_SERVICE=harness`` swaps in harness.py's small app over the same ``ModelRuntime``).
+The main scenario's retrain jobs run tests/e2e/stand_in_retrain.py (fast, scripted epochs, so the page's
+progress and cancel paths are exercised in seconds); ``test_training_with_the_real_retrain_command`` runs the
+real ``imgserve retrain``.
 
 One scenario, in order: sign in, the models table, try an image (prediction + Grad-CAM), a retrain job
 watched to the end (and one cancelled), live serving figures under load, roll back. Screenshots of every
