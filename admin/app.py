@@ -72,7 +72,6 @@ class AdminState:
         result = job.get("result") or {}
         if job["state"] == "succeeded" and (result.get("decision") or {}).get("promote"):
             job["service_reload"] = await self.notify_service(job["params"]["model"])
-            self.jobs.save(job)
 
 
 def _json_or_text(r: httpx.Response) -> Any:

@@ -88,7 +88,7 @@ class JobRunner:
         settings: AdminSettings,
         store: JobStore,
         images_dir: Callable[[str], Path],
-        on_finished: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        on_finished: Callable[[dict[str, Any]], Awaitable[None]] | None = None,  # may add fields to the job
     ):
         self.settings = settings
         self.store = store
@@ -264,13 +264,13 @@ class JobRunner:
             tail = self.store.log_tail(job_id, 5)
             last = next((ln for ln in reversed(tail) if "error" in ln.lower()), tail[-1] if tail else "")
             job.update(state="failed", error=f"the job exited with code {rc}: {last.strip()[:500]}")
-        self.store.save(job)
-        log.info("job %s: %s", job_id, job["state"])
-        if self.on_finished:
+        if self.on_finished:  # before the final save, so a reader never sees "succeeded" without its follow-up
             try:
                 await self.on_finished(job)
             except Exception:
                 log.exception("job %s: on_finished hook failed", job_id)
+        self.store.save(job)
+        log.info("job %s: %s", job_id, job["state"])
 
 
 def _kill_group(proc: asyncio.subprocess.Process, sig: int) -> None:

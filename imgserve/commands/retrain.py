@@ -134,6 +134,8 @@ def retrain(args: argparse.Namespace) -> dict[str, Any]:
         dataset=str(link_tree(train_items, work / "train")), arch=args.arch, epochs=args.epochs,
         img_size=args.img_size, init_from=init_from, seed=args.seed, command=command,
         patience=max(1, min(5, args.epochs)),
+        # uploads are often small: keep several optimiser steps per epoch (128 would mean one step for 100 images)
+        batch_size=args.batch_size or min(128, max(8, len(train_items) // 8)),
     )
     result = train(config, work / "run", progress_file=progress)
     _event(progress, event="stage", stage="export")
@@ -238,6 +240,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", default="small-cnn", choices=("small-cnn", "mobilenetv2"))
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--img-size", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None, help="default: about an eighth of the training images, 8..128")
     p.add_argument("--seed", type=int, default=0)
     start = p.add_mutually_exclusive_group()
     start.add_argument("--base-version", default="auto",
