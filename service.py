@@ -20,9 +20,13 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
+from serving.keepalive import apply_keep_alive
 from serving.settings import ServeSettings
 
 settings = ServeSettings.from_env()
+# Before BentoML's worker configures uvicorn (it imports this file first): idle keep-alive connections are
+# closed by the client, never under a client that is about to reuse one (serving/keepalive.py).
+apply_keep_alive(settings.keep_alive_s)
 app = create_app(settings)
 
 
@@ -44,6 +48,12 @@ class ImgServe:
 
         for name in ("serving", "inference", "imgserve"):
             logging.getLogger(name).setLevel(settings.log_level)
+        from serving.keepalive import effective_keep_alive
+
+        keep_alive = effective_keep_alive()
+        logging.getLogger("serving").info(
+            "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
+        )
         metrics = ServingMetrics.get()
         self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
         self.http = HttpFrontend(self.runtime, settings, metrics)

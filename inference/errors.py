@@ -37,6 +37,16 @@ class UnsupportedMediaType(InvalidInput):
     error_type = "unsupported_media_type"
 
 
+class ClientDisconnected(InvalidInput):
+    """The client closed the connection before the request was complete. Nobody reads the answer; the status
+    is for our log and metrics (499, nginx's "client closed request"), so a client abort never looks like a
+    request we refused."""
+
+    http_status = 499
+    grpc_code = "CANCELLED"
+    error_type = "client_disconnected"
+
+
 class Unauthorized(ImgServeError):
     """Credentials are missing or wrong (HTTP adds ``WWW-Authenticate: Bearer``)."""
 

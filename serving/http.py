@@ -28,6 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
 from inference.errors import (
+    ClientDisconnected,
     Forbidden,
     ImgServeError,
     InvalidInput,
@@ -210,7 +211,7 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
-        raise InvalidInput("the client closed the connection before sending the whole body") from None
+        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
     return b"".join(chunks)
 
 
@@ -225,7 +226,7 @@ async def _read_form_files(request: Request, *, max_files: int, limit: int) -> t
             raise InvalidInput(f"too many files in one request; the limit is {max_files}") from None
         raise InvalidInput(f"malformed multipart body: {detail}") from None
     except ClientDisconnect:
-        raise InvalidInput("the client closed the connection before sending the whole body") from None
+        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
     top_k = form.get("top_k")
     return list(form.multi_items()), (top_k if isinstance(top_k, str) else None)
 

@@ -25,8 +25,15 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
 
-from inference.errors import ImgServeError, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from inference.errors import (
+    ClientDisconnected,
+    ImgServeError,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
@@ -134,11 +141,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing: 499 in log and metrics, not an internal error with a traceback
+        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
     return b"".join(chunks)
 
 

@@ -53,6 +53,12 @@ class ServeSettings(BaseSettings):
     max_batch_images: int = Field(64, ge=1, description="images per /predict_batch request")
     default_top_k: int = Field(5, ge=1)
 
+    keep_alive_s: int = Field(
+        120, ge=1, le=3600,
+        description="close an HTTP keep-alive connection after this many idle seconds; keep it longer than any "
+        "client's or proxy's idle timeout (serving/keepalive.py explains why)",
+    )
+
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
     grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")

@@ -26,6 +26,7 @@ ENV_FLAGS = {
     "max_queue": "IMGSERVE_MAX_QUEUE",
     "timeout": "IMGSERVE_TIMEOUT_S",
     "poll_interval": "IMGSERVE_POLL_INTERVAL_S",
+    "keep_alive": "IMGSERVE_KEEP_ALIVE_S",
 }
 
 
@@ -81,6 +82,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=None, help="rows waiting before 503 (default 256)")
     p.add_argument("--timeout", type=float, default=None, help="per-request deadline in seconds (default 10)")
     p.add_argument("--poll-interval", type=float, default=None, help="seconds between production alias checks (0 = off)")
+    p.add_argument(
+        "--keep-alive", type=int, default=None,
+        help="seconds an idle HTTP keep-alive connection stays open (default 120); keep it above your clients' "
+        "and load balancer's idle timeout",
+    )
     p.add_argument("--development", action="store_true", help="BentoML development mode (debug logs)")
     p.add_argument("--dry-run", action="store_true", help="print the bentoml command instead of running it")
     p.set_defaults(func=serve)

@@ -257,3 +257,22 @@ def test_still_serving_and_no_500s(server: Server, client: httpx.Client) -> None
     text = client.get("/metrics").text
     assert 'status="500"' not in text
     assert "Traceback" not in server.log_text()
+
+
+def test_idle_keep_alive_connections_outlive_the_clients_own_idle_timeout(server: Server) -> None:
+    """The server keeps an idle connection open longer than clients do (IMGSERVE_KEEP_ALIVE_S, 120 s), instead
+    of uvicorn's 5 s under BentoML: a client reusing a pooled connection must never race the server closing
+    it (the cause of the hot-swap test's rare ReadError; serving/keepalive.py)."""
+    assert "HTTP keep-alive: 120 s" in server.log_text()
+    limits = httpx.Limits(max_connections=1, keepalive_expiry=60)  # this client would reuse it for 60 s
+    with server.client(limits=limits) as c:
+
+        def local_port() -> int:
+            resp = c.post("/predict", content=png(), headers={"content-type": "image/png"})
+            assert resp.status_code == 200, resp.text
+            return resp.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+        first = local_port()
+        time.sleep(6.5)  # idle past uvicorn's (and httpx's) 5 s default
+        # httpx checks an idle pooled connection before reusing it: had the server closed it, this would be a new one
+        assert local_port() == first

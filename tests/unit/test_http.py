@@ -11,7 +11,15 @@ import pytest
 from fastapi import Request
 from starlette.requests import Request as StarletteRequest
 
-from inference.errors import Forbidden, InvalidInput, NotReady, Overloaded, PayloadTooLarge, Unauthorized
+from inference.errors import (
+    ClientDisconnected,
+    Forbidden,
+    InvalidInput,
+    NotReady,
+    Overloaded,
+    PayloadTooLarge,
+    Unauthorized,
+)
 from serving.http import check_admin, create_app, error_response, parse_top_k
 from serving.settings import ServeSettings
 
@@ -83,3 +91,51 @@ def test_unexpected_errors_become_a_generic_500(caplog: pytest.LogCaptureFixture
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imgserve.access"]
     assert [(line["path"], line["status"]) for line in lines] == [("/model", 500), ("/predict", 400)]
     assert lines[1]["error"] == "the image is empty (0 bytes)"
+
+
+def test_a_client_that_leaves_mid_body_is_logged_as_499_not_as_a_bad_request(caplog: pytest.LogCaptureFixture) -> None:
+    """A disconnect while the body is read is the client's doing: 499 in the log and metrics (nginx's "client
+    closed request"), never a 400 that would read as a request we refused."""
+    from serving.http import read_body
+
+    app = create_app(ServeSettings(access_log=True))
+
+    @app.post("/predict")
+    async def predict(request: Request) -> bytes:
+        return await read_body(request, 1000)
+
+    async def main() -> list[dict]:
+        sent: list[dict] = []
+        messages = iter([{"type": "http.request", "body": b"abc", "more_body": True}, {"type": "http.disconnect"}])
+
+        async def receive() -> dict:
+            return next(messages)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/predict", "headers": [(b"content-type", b"image/png")],
+                 "query_string": b"", "client": ("127.0.0.1", 5000), "server": ("t", 80), "scheme": "http"}
+        await app(scope, receive, send)
+        return sent
+
+    with caplog.at_level(logging.INFO):
+        sent = asyncio.run(main())
+    assert sent[0]["status"] == 499
+    (line,) = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imgserve.access"]
+    assert line["status"] == 499 and "closed the connection" in line["error"]
+    assert issubclass(ClientDisconnected, InvalidInput)
+
+
+def test_oip_rest_body_reader_reports_a_disconnect_as_the_clients_not_as_a_500() -> None:
+    from serving.oip_rest import _read_body
+
+    messages = iter([{"type": "http.request", "body": b"{", "more_body": True}, {"type": "http.disconnect"}])
+
+    async def receive() -> dict:
+        return next(messages)
+
+    request = StarletteRequest({"type": "http", "method": "POST", "path": "/v2/models/m/infer", "headers": []}, receive)
+    with pytest.raises(ClientDisconnected) as info:
+        asyncio.run(_read_body(request, 1000))
+    assert info.value.http_status == 499

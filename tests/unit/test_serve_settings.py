@@ -47,7 +47,10 @@ def _args(*argv: str) -> argparse.Namespace:
 
 def test_serve_command_sets_env_from_flags(tmp_path: Path) -> None:
     argv, env, root = serve_command(
-        _args("--port", "3456", "--models-dir", str(tmp_path), "--model", "tiny", "--variant", "fp32", "--workers", "2"),
+        _args(
+            "--port", "3456", "--models-dir", str(tmp_path), "--model", "tiny", "--variant", "fp32", "--workers", "2",
+            "--keep-alive", "300",
+        ),
         environ={"PATH": "/usr/bin"},
     )
     assert argv[1:5] == ["-m", "bentoml", "serve", "."] and argv[argv.index("--port") + 1] == "3456"
@@ -55,6 +58,7 @@ def test_serve_command_sets_env_from_flags(tmp_path: Path) -> None:
     assert (root / "service.py").is_file() and (root / "bentofile.yaml").is_file()
     assert env["IMGSERVE_MODELS_DIR"] == str(tmp_path.resolve())
     assert (env["IMGSERVE_MODEL"], env["IMGSERVE_VARIANT"], env["IMGSERVE_WORKERS"]) == ("tiny", "fp32", "2")
+    assert env["IMGSERVE_KEEP_ALIVE_S"] == "300" and "--timeout-keep-alive" not in argv  # one knob: the setting
     assert str(root) in env["PYTHONPATH"].split(":")
     assert "IMGSERVE_MAX_QUEUE" not in env  # unset flags leave the defaults to the settings object
 
