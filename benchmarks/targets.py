@@ -62,9 +62,15 @@ class TargetDef:
 
 
 def _missing(*modules: str, hint: str = "") -> str | None:
-    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    def absent_module(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is None
+        except ModuleNotFoundError:  # find_spec("ray.serve") raises when "ray" itself is missing
+            return True
+
+    absent = [m for m in modules if absent_module(m)]
     if absent:
-        return f"{', '.join(absent)} not installed ({hint or 'pip install -e .[bench]'})"
+        return f"{', '.join(absent)} not installed ({hint or 'pip install -e .[bench,peers]'})"
     return None
 
 
@@ -143,7 +149,7 @@ def _litserve_build(ctx: BuildContext, ports: Ports) -> ServerSpec:
 
 
 def _ray_check(ctx: BuildContext) -> str | None:
-    reason = _missing("ray", "ray.serve", hint="pip install 'ray[serve]' 'protobuf<7'")
+    reason = _missing("ray", "ray.serve", hint="pip install -e .[peers]")
     if reason:
         return reason
     try:
@@ -229,7 +235,7 @@ SERVERS: dict[str, ServerDef] = {
                   _knobs(processes=1, threadpool=_cpus, ort_sessions=1, intra_op_threads=1, batching="none",
                          server="uvicorn, access log off"), 6.0),
         ServerDef("litserve", "int8", "LitServe, LitAPI(max_batch_size, batch_timeout)",
-                  lambda ctx: _missing("litserve"), _litserve_build,
+                  lambda ctx: _missing("litserve", hint="pip install -e .[peers]"), _litserve_build,
                   _knobs(api_servers=1, inference_workers=_cpus, intra_op_threads=1, max_batch_size=MAX_BATCH,
                          batch_timeout_ms=BATCH_TIMEOUT_MS, queue="unbounded (504 after 30 s)"), 10.0),
         ServerDef("mlserver", "int8", "MLServer, custom ONNX runtime + adaptive batching", _mlserver_check,

@@ -4,7 +4,6 @@ against `bentoml serve .`, sharing the runtime with /predict."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
