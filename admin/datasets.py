@@ -20,12 +20,11 @@ from typing import Any
 
 from inference.atomic import atomic_write_json, staging_dir
 from inference.errors import InvalidInput, NotFound, PayloadTooLarge
-from inference.imagecodec import decode_image
+from inference.imagecodec import IMAGE_SUFFIXES, decode_image
 from inference.registry import utc_now
 
 from .settings import AdminSettings
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 _LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
 _IGNORED = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 

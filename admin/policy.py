@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 
 from inference.errors import InvalidInput
-from inference.imagecodec import decode_image
+from inference.imagecodec import IMAGE_SUFFIXES, decode_image
 from inference.preprocess import image_to_pixels
 from inference.registry import Registry
 from inference.session import OnnxClassifier, SessionOptions
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import InvalidInput, PayloadTooLarge
 
 ALLOWED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
+# File name endings that datasets (uploads, class folders, held-out sets) treat as images: one list for all.
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)

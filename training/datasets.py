@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from inference.errors import ConfigError, ImgServeError, InvalidInput
-from inference.imagecodec import decode_image
+from inference.imagecodec import IMAGE_SUFFIXES, decode_image
 from inference.metadata import Preprocessing
 from inference.preprocess import image_to_pixels
 
@@ -43,7 +43,6 @@ FASHION_MNIST_LABELS = (
     "Bag",
     "Ankle boot",
 )
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 MIN_IMAGES_PER_CLASS = 3  # one each for train, validation and test
 
 

@@ -28,7 +28,6 @@ from .models import add_registry_args, registry_from
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 def gather_images(sources: list[Path], work: Path) -> list[tuple[Path, str]]:
