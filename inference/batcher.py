@@ -70,7 +70,7 @@ class MicroBatcher:
         self.config = config
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
-        self._wakeup: asyncio.Event | None = None
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()  # lanes waiting for work
         self._lanes: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=config.lanes, thread_name_prefix="ort-lane")
         self._on_batch = on_batch
@@ -82,7 +82,6 @@ class MicroBatcher:
     def start(self) -> None:
         if self._lanes:
             return
-        self._wakeup = asyncio.Event()
         self._lanes = [asyncio.create_task(self._lane(i), name=f"batch-lane-{i}") for i in range(self.config.lanes)]
 
     async def close(self) -> None:
@@ -140,8 +139,7 @@ class MicroBatcher:
         req = _Request(model, rows, time.perf_counter() + timeout, loop.create_future())
         self._queue.append(req)
         self._queued_rows += n
-        assert self._wakeup is not None
-        self._wakeup.set()
+        self._wake_one()
         return await req.future
 
     # ---- lanes -------------------------------------------------------------------------------------
@@ -182,13 +180,21 @@ class MicroBatcher:
         self._queue.extendleft(reversed(skipped))
         return batch
 
+    def _wake_one(self) -> None:
+        """Hand the queue to one idle lane (not all of them: the others would only find it empty)."""
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     async def _lane(self, index: int) -> None:
         loop = asyncio.get_running_loop()
-        assert self._wakeup is not None
         while True:
             while not self._queue:
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                await waiter
             if self.config.max_wait_ms > 0 and self._queued_rows < self.config.max_batch_size:
                 oldest = self._queue[0].enqueued
                 delay = oldest + self.config.max_wait_ms / 1e3 - time.perf_counter()
@@ -198,7 +204,7 @@ class MicroBatcher:
             if not batch:
                 continue
             if self._queue:  # let another idle lane pick up the rest at once
-                self._wakeup.set()
+                self._wake_one()
             await self._run(loop, batch)
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:

@@ -38,6 +38,12 @@ def decode_image(
     least ``(w, h)``: about half the decode time for a 640x480 photo going to 224x224.
     The header is read and the dimensions checked *before* any pixel is decoded.
     """
+    return load_image(open_image(data, limits), draft=draft)
+
+
+def open_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> Image.Image:
+    """Read and check only the header of ``data`` (format, dimensions, frames): microseconds, no pixels.
+    :func:`load_image` decodes it; the two halves of :func:`decode_image` may run on different threads."""
     if not data:
         raise InvalidInput("the image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -70,8 +76,12 @@ def decode_image(
         )
     if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
         raise InvalidInput(f"animated or multi-frame images are not supported ({fmt} with {image.n_frames} frames)")
+    return image
 
-    if draft is not None and fmt == "JPEG":
+
+def load_image(image: Image.Image, *, draft: tuple[str, tuple[int, int]] | None = None) -> Image.Image:
+    """Decode the pixels of an image checked by :func:`open_image`; EXIF orientation applied."""
+    if draft is not None and image.format == "JPEG":
         mode, size = draft
         # Only ask for the mode Pillow can produce from the JPEG's colour space directly.
         image.draft(mode if image.mode in ("RGB", "L") else None, size)

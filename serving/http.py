@@ -38,6 +38,7 @@ from inference.errors import (
     UnsupportedMediaType,
 )
 
+from .multipart import read_form
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ def endpoint_label(path: str) -> str:
 
 
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
+FAST_FORM_BYTES = 1024 * 1024  # multipart bodies up to this size are read whole and parsed by serving.multipart
 MAX_TOP_K = 1000
 # Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
 _TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
@@ -216,10 +218,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def _read_form_files(request: Request, *, max_files: int, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
-    """Parse a multipart body; returns its (field, value) pairs and the ``top_k`` form field, if any."""
+    """Parse a multipart body; returns its (field, value) pairs and the ``top_k`` form field, if any. A value is
+    text, or a file as bytes (small bodies: :mod:`serving.multipart`'s fast path) or as an ``UploadFile``."""
     _check_length(request, limit)
+    declared = request.headers.get("content-length", "")
     try:
-        form = await request.form(max_files=max_files, max_fields=16)
+        if declared.isdigit() and int(declared) <= FAST_FORM_BYTES:
+            body = await read_body(request, limit)
+            items: list[tuple[str, Any]] = await read_form(body, request.headers, max_files=max_files, max_fields=16)
+        else:  # big or chunked: Starlette streams it, spooling big files to disk
+            items = list((await request.form(max_files=max_files, max_fields=16)).multi_items())
     except (MultiPartException, HTTPException) as exc:
         detail = getattr(exc, "message", None) or getattr(exc, "detail", "")
         if "Too many files" in str(detail):
@@ -227,16 +235,20 @@ async def _read_form_files(request: Request, *, max_files: int, limit: int) -> t
         raise InvalidInput(f"malformed multipart body: {detail}") from None
     except ClientDisconnect:
         raise ClientDisconnected("the client closed the connection before sending the whole body") from None
-    top_k = form.get("top_k")
-    return list(form.multi_items()), (top_k if isinstance(top_k, str) else None)
+    top_k = next((v for k, v in reversed(items) if k == "top_k"), None)  # the last one, as Starlette's form.get
+    return items, (top_k if isinstance(top_k, str) else None)
 
 
 async def _file_bytes(field: str, value: Any, max_bytes: int) -> bytes:
-    if not isinstance(value, UploadFile):
+    if isinstance(value, bytes):
+        size = len(value)
+    elif isinstance(value, UploadFile):
+        size = value.size
+    else:
         raise InvalidInput(f"multipart field {field!r} must be a file upload (curl: -F {field}=@photo.jpg)")
-    if value.size is not None and value.size > max_bytes:
-        raise PayloadTooLarge(f"the image is {value.size} bytes; the limit is {max_bytes} bytes")
-    return await value.read()
+    if size is not None and size > max_bytes:
+        raise PayloadTooLarge(f"the image is {size} bytes; the limit is {max_bytes} bytes")
+    return value if isinstance(value, bytes) else await value.read()
 
 
 def _names(items: list[tuple[str, Any]]) -> str:
