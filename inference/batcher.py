@@ -34,6 +34,12 @@ class BatchModel(Protocol):
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def _batch_limit(model: BatchModel, configured: int) -> int:
+    """``max_batch_size``, or less when the model says a smaller batch runs faster per row (``max_batch``)."""
+    own = getattr(model, "max_batch", None)
+    return min(configured, own) if own else configured
+
+
 @dataclass(frozen=True)
 class BatchingConfig:
     max_batch_size: int = 32
@@ -60,6 +66,11 @@ class _Request:
     deadline: float
     future: asyncio.Future[np.ndarray]
     enqueued: float = field(default_factory=time.perf_counter)
+
+
+def _predict(model: BatchModel, parts: list[np.ndarray]) -> np.ndarray:
+    """In the lane's thread: join the requests' rows (a copy, off the event loop) and run the model."""
+    return model.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
 
 BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
@@ -149,6 +160,7 @@ class MicroBatcher:
         batch: list[_Request] = []
         rows = 0
         model = None
+        limit = self.config.max_batch_size
         skipped: list[_Request] = []
         while self._queue:
             req = self._queue[0]
@@ -165,17 +177,18 @@ class MicroBatcher:
                 continue
             if model is None:
                 model = req.model
+                limit = _batch_limit(model, self.config.max_batch_size)
             if req.model is not model:  # a request for another model version waits for the next batch
                 skipped.append(self._queue.popleft())
                 continue
             n = req.rows.shape[0]
-            if batch and rows + n > self.config.max_batch_size:
+            if batch and rows + n > limit:
                 break
             self._queue.popleft()
             self._queued_rows -= n
             batch.append(req)
             rows += n
-            if rows >= self.config.max_batch_size:
+            if rows >= limit:
                 break
         self._queue.extendleft(reversed(skipped))
         return batch
@@ -209,13 +222,12 @@ class MicroBatcher:
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         model = batch[0].model
-        inputs = batch[0].rows if len(batch) == 1 else np.concatenate([r.rows for r in batch])
-        n = inputs.shape[0]
+        n = sum(r.rows.shape[0] for r in batch)
         started = time.perf_counter()
         max_wait = started - min(r.enqueued for r in batch)
         self._running += 1
         try:
-            outputs = await loop.run_in_executor(self._executor, model.predict, inputs)
+            outputs = await loop.run_in_executor(self._executor, _predict, model, [r.rows for r in batch])
         except asyncio.CancelledError:  # shutting down: no caller may wait forever
             for req in batch:
                 if not req.future.done():

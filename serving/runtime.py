@@ -178,6 +178,9 @@ class ModelRuntime:
                 self.registry.model_file(name, version, variant), card, variant, self.settings.session_options()
             )
             model.warmup()
+            if self.settings.auto_batch and self.settings.max_batch_size > 1:
+                model.max_batch = model.efficient_batch(self.settings.max_batch_size)
+                log.info("%s: batches of up to %d rows (fastest per row here)", model.label, model.max_batch)
         except ImgServeError:
             raise
         except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed

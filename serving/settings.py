@@ -37,6 +37,9 @@ class ServeSettings(BaseSettings):
 
     workers: int = Field(1, ge=1, le=64, description="HTTP worker processes (each loads the model)")
     max_batch_size: int = Field(32, ge=1, le=1024)
+    auto_batch: bool = Field(
+        True, description="cap each model's batches at the size that runs fastest per row (measured at load)"
+    )
     max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue: int = Field(256, ge=1)
     lanes: int = Field(default_factory=_cpus, ge=1, description="batches run in parallel (one ORT thread each)")
