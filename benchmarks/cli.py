@@ -50,6 +50,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=None, help="output directory (default benchmarks/results/<timestamp>)")
     p.add_argument("--models-dir", type=Path, default=None, help="registry root for the preset workloads")
     p.add_argument("--imgserve-dir", type=Path, default=None, help="where `bentoml serve .` runs (default: repo root)")
+    p.add_argument("--processes", type=int, default=None,
+                   help="front-end processes per server: imgserve workers, FastAPI's uvicorn workers, LitServe API "
+                        "servers (default: one per CPU, imgserve's default)")
     p.add_argument("--server-cpus", default=None, help="pin servers to these CPUs, e.g. 1 or 0-1 (default: no pinning)")
     p.add_argument("--mlserver-python", default=None, help="interpreter with mlserver installed")
     p.add_argument("--label", default="", help="a note printed at the top of the report, e.g. 'shared load'")
@@ -73,7 +76,8 @@ def run_cmd(args: argparse.Namespace) -> int:
         concurrency=[int(c) for c in _csv(args.concurrency)], repeats=args.repeats, duration_s=args.duration,
         warmup_s=args.warmup, inprocess_s=args.inprocess_seconds, budget_s=args.budget,
         imgserve_dir=args.imgserve_dir.resolve() if args.imgserve_dir else None,
-        server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python, label=args.label,
+        processes=args.processes, server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python,
+        label=args.label,
         plots=not args.no_plots, raw=args.raw,
     )
     with cleanup_on_exit():

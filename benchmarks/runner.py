@@ -52,6 +52,7 @@ class RunConfig:
     max_requests: int = 100_000
     imgserve_dir: Path = Path(__file__).resolve().parent.parent
     cpus: int = 0  # 0: the CPUs this process may use
+    processes: int = 0  # front-end processes per server (imgserve workers, uvicorn workers...); 0: one per CPU
     server_cpus: list[int] | None = None
     mlserver_python: str | None = None
     label: str = ""
@@ -230,7 +231,8 @@ class Suite:
                 "quick": cfg.quick, "concurrency": cfg.concurrency, "duration_s": cfg.duration_s,
                 "warmup_s": cfg.warmup_s, "repeats": cfg.repeats, "inprocess_s": cfg.inprocess_s,
                 "budget_s": cfg.budget_s, "timeout_s": cfg.timeout_s, "max_requests": cfg.max_requests,
-                "cpus": self.cpus, "server_cpus": cfg.server_cpus, "targets": cfg.targets,
+                "cpus": self.cpus, "processes": min(cfg.processes or self.cpus, self.cpus),
+                "server_cpus": cfg.server_cpus, "targets": cfg.targets,
                 "imgserve_dir": str(cfg.imgserve_dir),
             },
             "workloads": {},
@@ -297,7 +299,7 @@ class Suite:
         self.save()
 
         ctx = BuildContext(resolved, self.cpus, self.cfg.imgserve_dir, mlserver_python=self.cfg.mlserver_python,
-                           server_cpus=self.cfg.server_cpus)
+                           server_cpus=self.cfg.server_cpus, processes=min(self.cfg.processes or self.cpus, self.cpus))
         by_server: dict[str, list[TargetDef]] = {}
         for name in self.cfg.targets:
             by_server.setdefault(TARGETS[name].server, []).append(TARGETS[name])

@@ -33,6 +33,12 @@ class BuildContext:
     mlserver_python: str | None = None
     server_cpus: list[int] | None = None
     ready_timeout_s: float = 180.0
+    processes: int = 1  # front-end processes (imgserve workers, uvicorn workers, LitServe API servers)
+
+    @property
+    def threads_per_process(self) -> int:
+        """The inference lanes (threads) of each front-end process, so that all of them add up to ``cpus``."""
+        return max(1, self.cpus // self.processes)
 
 
 Ports = dict[str, int]
@@ -101,9 +107,9 @@ def _imgserve_env(ctx: BuildContext, variant: str, max_batch: int, grpc_port: in
         "IMGSERVE_MODEL": ctx.workload.card.name,
         "IMGSERVE_VERSION": str(ctx.workload.version),
         "IMGSERVE_VARIANT": variant,
-        "IMGSERVE_WORKERS": "1",
-        "IMGSERVE_LANES": str(ctx.cpus),
-        "IMGSERVE_DECODE_THREADS": str(ctx.cpus),
+        "IMGSERVE_WORKERS": str(ctx.processes),
+        "IMGSERVE_LANES": str(ctx.threads_per_process),
+        "IMGSERVE_DECODE_THREADS": str(ctx.threads_per_process),
         "IMGSERVE_INTRA_OP_THREADS": "1",
         "IMGSERVE_MAX_BATCH_SIZE": str(max_batch),
         "IMGSERVE_MAX_WAIT_MS": "0",
@@ -131,19 +137,22 @@ def _imgserve(variant: str, max_batch: int) -> tuple[Callable[[BuildContext, Por
         env = _imgserve_env(ctx, variant, max_batch, 0)
         env.pop("IMGSERVE_GRPC_PORT")
         env.pop("PYTHONPATH")
-        return {"launch": "python -m bentoml serve . (repo root)", "processes": 1, **env}
+        return {"launch": "python -m bentoml serve . (repo root)", "processes": ctx.processes, **env}
 
     return build, knobs
 
 
 # ---- peers --------------------------------------------------------------------------------------------------
 def _fastapi_build(ctx: BuildContext, ports: Ports) -> ServerSpec:
-    return ServerSpec("fastapi", _peer_argv(ctx, "fastapi_ort", ports["http"]),
+    argv = _peer_argv(ctx, "fastapi_ort", ports["http"], processes=ctx.processes)
+    argv[argv.index("--workers") + 1] = str(ctx.threads_per_process)  # a thread pool per process
+    return ServerSpec("fastapi", argv,
                       f"http://127.0.0.1:{ports['http']}/readyz", _peer_env(), REPO_ROOT, ctx.ready_timeout_s, ctx.server_cpus)
 
 
 def _litserve_build(ctx: BuildContext, ports: Ports) -> ServerSpec:
-    argv = _peer_argv(ctx, "litserve_ort", ports["http"], max_batch_size=MAX_BATCH, batch_timeout_ms=BATCH_TIMEOUT_MS)
+    argv = _peer_argv(ctx, "litserve_ort", ports["http"], max_batch_size=MAX_BATCH, batch_timeout_ms=BATCH_TIMEOUT_MS,
+                      processes=ctx.processes)
     return ServerSpec("litserve", argv, f"http://127.0.0.1:{ports['http']}/health", _peer_env(), REPO_ROOT,
                       ctx.ready_timeout_s, ctx.server_cpus)
 
@@ -217,6 +226,14 @@ def _cpus(ctx: BuildContext) -> int:
     return ctx.cpus
 
 
+def _processes(ctx: BuildContext) -> int:
+    return ctx.processes
+
+
+def _threads(ctx: BuildContext) -> int:
+    return ctx.threads_per_process
+
+
 _int8_b32 = _imgserve("int8", MAX_BATCH)
 _int8_b1 = _imgserve("int8", 1)
 _fp32_b32 = _imgserve("fp32", MAX_BATCH)
@@ -232,11 +249,11 @@ SERVERS: dict[str, ServerDef] = {
                   _fp32_b32[1], 15.0),
         ServerDef("fastapi", "int8", "FastAPI + ORT, batch 1 in a thread pool",
                   lambda ctx: _missing("fastapi", "uvicorn"), _fastapi_build,
-                  _knobs(processes=1, threadpool=_cpus, ort_sessions=1, intra_op_threads=1, batching="none",
-                         server="uvicorn, access log off"), 6.0),
+                  _knobs(processes=_processes, threadpool_per_process=_threads, ort_sessions="1 per process",
+                         intra_op_threads=1, batching="none", server="uvicorn, access log off"), 6.0),
         ServerDef("litserve", "int8", "LitServe, LitAPI(max_batch_size, batch_timeout)",
                   lambda ctx: _missing("litserve", hint="pip install -e .[peers]"), _litserve_build,
-                  _knobs(api_servers=1, inference_workers=_cpus, intra_op_threads=1, max_batch_size=MAX_BATCH,
+                  _knobs(api_servers=_processes, inference_workers=_cpus, intra_op_threads=1, max_batch_size=MAX_BATCH,
                          batch_timeout_ms=BATCH_TIMEOUT_MS, queue="unbounded (504 after 30 s)"), 10.0),
         ServerDef("mlserver", "int8", "MLServer, custom ONNX runtime + adaptive batching", _mlserver_check,
                   _mlserver_build,

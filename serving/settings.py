@@ -35,17 +35,21 @@ class ServeSettings(BaseSettings):
     version: str = Field("production", description="alias or version number to serve")
     variant: Literal["int8", "fp32"] = "int8"
 
-    workers: int = Field(1, ge=1, le=64, description="HTTP worker processes (each loads the model)")
+    workers: int = Field(
+        default_factory=lambda: _cpus(), ge=1, le=64,
+        description="HTTP worker processes, each with its own model copy (default: one per core, as Python runs "
+        "one thread at a time per process)",
+    )
     max_batch_size: int = Field(32, ge=1, le=1024)
     auto_batch: bool = Field(
         True, description="cap each model's batches at the size that runs fastest per row (measured at load)"
     )
     max_wait_ms: float = Field(0.0, ge=0, le=1000)
     max_queue: int = Field(256, ge=1)
-    lanes: int = Field(default_factory=_cpus, ge=1, description="batches run in parallel (one ORT thread each)")
+    lanes: int = Field(default_factory=lambda: _cpus(), ge=1, description="batches run in parallel (one ORT thread each)")
     intra_op_threads: int = Field(1, ge=0)
     allow_spinning: bool = False
-    decode_threads: int = Field(default_factory=_cpus, ge=1)
+    decode_threads: int = Field(default_factory=lambda: _cpus(), ge=1)
     inline_decode_pixels: int = Field(
         4096, ge=0, description="images up to this many pixels (and 64 KiB) are decoded on the event loop, not in the pool"
     )

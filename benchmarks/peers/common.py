@@ -36,6 +36,7 @@ def peer_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--workers", type=int, default=cpus(), help="parallel inference lanes (threads/processes/replicas)")
+    p.add_argument("--processes", type=int, default=1, help="front-end (HTTP server) processes, where the peer has them")
     p.add_argument("--intra-op-threads", type=int, default=1, help="ORT intra-op threads per session")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--batch-timeout-ms", type=float, default=2.0, help="how long a batch may wait to fill")

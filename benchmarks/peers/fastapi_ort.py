@@ -1,15 +1,18 @@
 """Peer: plain FastAPI + ONNX Runtime, batch 1, in a thread pool (the common hand-written baseline).
 
-Knobs: 1 uvicorn process, no access log; each request is decoded and run alone (batch 1) in a thread from a
-pool of ``--workers`` threads (default: one per core), all sharing one ORT session with ``--intra-op-threads``
-(default 1). ``--grpc-port`` adds an Open Inference Protocol ``ModelInfer`` endpoint (BYTES ``image``) on the same
+Knobs: ``--processes`` uvicorn processes (default 1), no access log; each request is decoded and run alone
+(batch 1) in a thread from a pool of ``--workers`` threads per process (default: one per core), all sharing the
+process's one ORT session with ``--intra-op-threads`` (default 1). ``--grpc-port`` adds an Open Inference Protocol ``ModelInfer`` endpoint (BYTES ``image``) on the same
 pool, so this file also stands in for imgserve's HTTP/gRPC contract in the harness's own tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import struct
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -139,6 +142,18 @@ def _bytes_input(request: Any) -> list[bytes]:
     return list(request.inputs[0].contents.bytes_contents)
 
 
+ARGS_ENV = "IMGSERVE_FASTAPI_PEER_ARGS"  # how main() hands its arguments to the processes uvicorn spawns
+
+
+def app_from_env() -> FastAPI:
+    """uvicorn's app factory in each of several processes (``--processes`` > 1)."""
+    args = json.loads(os.environ[ARGS_ENV])
+    quiet_logs()
+    classifier = load_classifier(Path(args["models_dir"]), args["model"], args["version"], args["variant"],
+                                 args["intra_op_threads"])
+    return create_app(classifier, args["workers"], args["grpc_port"])
+
+
 def main() -> None:
     p = peer_parser(__doc__.splitlines()[0])
     p.add_argument("--grpc-port", type=int, default=0)
@@ -146,9 +161,14 @@ def main() -> None:
     quiet_logs()
     import uvicorn
 
+    options = {"host": args.host, "port": args.port, "access_log": False, "log_level": "warning"}
+    if args.processes > 1:  # uvicorn needs an import string to start several processes
+        os.environ[ARGS_ENV] = json.dumps({**vars(args), "models_dir": str(args.models_dir)})
+        uvicorn.run("benchmarks.peers.fastapi_ort:app_from_env", factory=True, workers=args.processes, **options)
+        return
     classifier = load_classifier(args.models_dir, args.model, args.version, args.variant, args.intra_op_threads)
     app = create_app(classifier, args.workers, args.grpc_port)
-    uvicorn.run(app, host=args.host, port=args.port, workers=1, access_log=False, log_level="warning")
+    uvicorn.run(app, workers=1, **options)
 
 
 if __name__ == "__main__":

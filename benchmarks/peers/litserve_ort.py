@@ -1,6 +1,6 @@
 """Peer: LitServe with its own batching (``LitAPI(max_batch_size, batch_timeout)``, litserve >= 0.2.10).
 
-Knobs: 1 API server process (``num_api_servers=1``, uvicorn, no access log) + ``--workers`` inference worker
+Knobs: ``--processes`` API server processes (``num_api_servers``, uvicorn, no access log) + ``--workers`` inference worker
 processes (``workers_per_device`` on one CPU "device", default one per core), each with its own ORT session of
 ``--intra-op-threads`` (default 1). A worker takes up to ``--max-batch-size`` (32) queued requests, waiting up to
 ``--batch-timeout-ms`` (2 ms) to fill a batch, decodes them one by one in ``decode_request`` (same code as
@@ -66,7 +66,7 @@ def main() -> None:
         max_batch_size=args.max_batch_size, batch_timeout=args.batch_timeout_ms / 1e3, api_path="/predict",
     )
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=args.workers, timeout=30)
-    server.run(host=args.host, port=args.port, num_api_servers=1, generate_client_file=False, log_level="warning")
+    server.run(host=args.host, port=args.port, num_api_servers=args.processes, generate_client_file=False, log_level="warning")
 
 
 if __name__ == "__main__":

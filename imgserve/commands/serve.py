@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="model name (env IMGSERVE_MODEL, default fashion-mnist)")
     p.add_argument("--version", default=None, help="alias or version number (default production)")
     p.add_argument("--variant", choices=("int8", "fp32"), default=None, help="ONNX variant (default int8)")
-    p.add_argument("--workers", type=int, default=None, help="worker processes, each with its own model copy (default 1)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes, each with its own model copy (default: one per core)")
     p.add_argument("--lanes", type=int, default=None, help="batches run in parallel per worker (default: cores / workers)")
     p.add_argument("--max-batch-size", type=int, default=None, help="rows per ONNX Runtime run (default 32)")
     p.add_argument("--max-wait-ms", type=float, default=None, help="hold a lone request this long for company (default 0)")

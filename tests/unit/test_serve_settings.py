@@ -24,7 +24,11 @@ def test_workers_split_the_cores_unless_told(monkeypatch: pytest.MonkeyPatch) ->
     s = ServeSettings(workers=4)
     assert (s.lanes, s.decode_threads) == (2, 2)
     assert ServeSettings(workers=4, lanes=3).lanes == 3
-    assert ServeSettings().service_config()["workers"] == 1
+    default = ServeSettings()  # one worker per core, each with one lane and one decode thread
+    assert (default.workers, default.lanes, default.decode_threads) == (8, 1, 1)
+    assert default.service_config()["workers"] == 8
+    one = ServeSettings(workers=1)
+    assert (one.lanes, one.decode_threads) == (8, 8)
 
 
 def test_inflight_limit_covers_the_queue_and_the_lanes() -> None:
