@@ -1,3 +1,5 @@
 """imgserve: train, export, register and serve image classifiers."""
 
-__version__ = "0.1.0"
+from inference.version import __version__
+
+__all__ = ["__version__"]

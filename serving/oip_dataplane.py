@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from imgserve import __version__
+from inference.version import __version__
 from inference.errors import ConfigError, ImgServeError, InvalidInput, NotFound, NotReady, Overloaded
 from inference.session import OnnxClassifier
 
