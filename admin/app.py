@@ -230,11 +230,11 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
             dataset = body.get("dataset")
             if not dataset:
                 raise InvalidInput("policy 'if-better' needs a 'dataset' id to compare both versions on")
-            from .policy import decide, list_labelled_images
+            from .policy import decide_registered, list_labelled_images
 
             images = list_labelled_images(state.datasets.images_dir(dataset))
             margin = float(body.get("margin", settings.promote_margin))
-            decision = decide(state.registry, name, version, images, policy="if-better", margin=margin).to_dict()
+            decision = decide_registered(state.registry, name, version, images, policy="if-better", margin=margin).to_dict()
             if not decision["promote"]:
                 return {"promoted": False, "decision": decision, "aliases": _aliases(state.registry, name)}
         reason = body.get("reason") or (decision["reason"] if decision else "promoted via admin API")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -343,6 +344,21 @@ def per_class(metrics: dict[str, Any], labels: Sequence[str]) -> list[dict[str, 
     return sorted(rows.values(), key=lambda r: order.get(r["label"], len(order)))
 
 
+def promotion_record(version_dir: Path, version: int) -> dict[str, Any] | None:
+    """The decision stored with a candidate (``promotion.json``; absent for versions made by export)."""
+    from .policy import PROMOTION_FILE, Decision
+
+    path = version_dir / PROMOTION_FILE
+    if not path.is_file():
+        return None
+    try:
+        decision = Decision.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("unreadable %s: %s", path, exc)
+        return None
+    return {**decision.to_dict(), "candidate": version}
+
+
 def version_view(state: AdminState, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:
     registry = state.registry
     card = registry.card(name, version)
@@ -355,6 +371,8 @@ def version_view(state: AdminState, name: str, version: int, aliases: dict[str, 
         "architecture": card.architecture,
         "parent_version": card.parent_version,
         "labels": list(card.labels),
+        "label_folders": list(card.label_folders),
+        "promotion": promotion_record(vdir, version),
         "aliases": sorted(k for k, v in aliases.items() if v is not None and int(v) == version),
         "accuracy": accuracies(card.metrics),
         "per_class": per_class(card.metrics, card.labels),

@@ -156,3 +156,18 @@ def class_folder_zip(classes: dict[str, int], *, size: tuple[int, int] = (28, 28
                 name = f"{label}/img_{i:03d}.png"
                 zf.writestr(f"{root}/{name}" if root else name, data)
     return buf.getvalue()
+
+
+def fashion_mnist_folders(root: Path, card: ModelCard, per_class: int, *, start: int = 0) -> Path:
+    """``per_class`` official Fashion-MNIST *test* images of each class as PNGs in ``root/<folder>/``, the
+    folders named by ``card.label_folders`` (``T-shirt_top`` for ``T-shirt/top``): what a user of the
+    default model would upload. Needs Debian's dataset-fashion-mnist."""
+    from training.datasets import load_fashion_mnist
+
+    test = load_fashion_mnist().test
+    for index, folder in enumerate(card.label_folders):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        picks = np.flatnonzero(test.y == index)[start : start + per_class]
+        for i in picks:
+            Image.fromarray(test.x[i, :, :, 0], "L").save(root / folder / f"{int(i):05d}.png")
+    return root

@@ -14,6 +14,7 @@ import numpy as np
 from inference.metadata import Preprocessing
 from inference.preprocess import normalize
 
+from . import progress
 from .datasets import Split
 
 ProgressSink = Callable[[dict[str, Any]], None]
@@ -101,6 +102,49 @@ class Progress(keras.callbacks.Callback):
                 "elapsed_seconds": round(now - self.start, 2),
             }
         )
+
+
+class BatchBar(keras.callbacks.Callback):
+    """A rich progress bar per epoch on a terminal: batches done, running loss/accuracy, elapsed and ETA;
+    the finished epoch's line stays with its validation figures."""
+
+    def __init__(self, epochs: int, steps: int):
+        super().__init__()
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.epochs, self.steps, self.task = epochs, steps, None
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=progress.console(),
+        )
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.bar.start()
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.task = self.bar.add_task(f"epoch {epoch + 1}/{self.epochs}", total=self.steps, metrics="")
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.bar.update(self.task, completed=batch + 1, metrics=_fmt(logs))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.bar.update(self.task, completed=self.steps, metrics=_fmt(logs))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.bar.stop()
+
+
+def _fmt(logs: dict[str, Any] | None) -> str:
+    names = (("loss", "loss"), ("accuracy", "acc"), ("val_loss", "val_loss"), ("val_accuracy", "val_acc"))
+    return "  ".join(f"{short} {float(logs[k]):.4f}" for k, short in names if logs and k in logs)
 
 
 class CosineSchedule(keras.callbacks.Callback):
@@ -193,6 +237,8 @@ def fit(
             monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True
         ),
     ]
+    if progress.interactive():
+        callbacks.append(BatchBar(epochs, len(train)))
     history = model.fit(train, validation_data=val, epochs=epochs, callbacks=callbacks, verbose=0)
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
