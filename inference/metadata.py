@@ -101,6 +101,8 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> ModelCard:
+        if "labels" in changes and "label_folders" not in changes:
+            changes["label_folders"] = ()  # derived again from the new labels
         return dataclasses.replace(self, **changes)
 
     @classmethod

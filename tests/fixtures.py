@@ -101,6 +101,7 @@ def tiny_card(name: str = "tiny", height: int = 28, width: int = 28, channels: i
 def register_tiny(
     registry: Registry, name: str = "tiny", *, seed: int = 0, height: int = 28, width: int = 28,
     channels: int = 1, classes: int = 10, promote: bool = False, conv_layers: int = 0, filters: int = 64,
+    labels: tuple[str, ...] | None = None,
 ) -> ModelCard:
     """Register a tiny model version (fp32 and 'int8' files hold the same graph) and return its card.
     ``conv_layers > 0`` registers the slow CNN of :func:`conv_onnx_bytes` instead of the linear model."""
@@ -109,6 +110,8 @@ def register_tiny(
     else:
         data = tiny_onnx_bytes(height, width, channels, classes, seed)
     card = tiny_card(name, height, width, channels, classes)
+    if labels is not None:
+        card = card.replace(labels=tuple(labels))
     if conv_layers:
         card = card.replace(architecture=f"tiny-conv{conv_layers}x{filters}")
     with registry.stage(name) as staged:

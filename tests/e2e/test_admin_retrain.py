@@ -147,7 +147,7 @@ def _snapshot(registry: Registry) -> tuple[list[int], dict[str, Any], list[str]]
 
 def _start_long_job(c: httpx.Client, admin: str) -> str:
     ds = c.post(f"{admin}/datasets", files={"file": ("d.zip", class_folder_zip({"a": 30, "b": 30}, seed=2), "application/zip")}).json()
-    job = c.post(f"{admin}/jobs", json={"datasets": [ds["id"]], "model": "tiny", "epochs": 400, "promote": "force"}).json()
+    job = c.post(f"{admin}/jobs", json={"datasets": [ds["id"]], "model": "tiny", "epochs": 400, "promote": "force", "base_version": "scratch"}).json()
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:  # wait until it is really training (an epoch done)
         j = c.get(f"{admin}/jobs/{job['id']}").json()
