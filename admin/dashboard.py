@@ -37,7 +37,7 @@ from inference.registry import KERAS_FILE
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
-from .jobs import ARCHITECTURES
+from .requests import ARCHITECTURES, VersionPath
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         }
 
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
-    async def confusion_png(name: str, version: str) -> Response:
+    async def confusion_png(name: str, version: VersionPath) -> Response:
         v = state.registry.resolve(name, version)
         vdir = state.registry.version_dir(name, v)
         png = confusion.find_png(vdir)
@@ -157,7 +157,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @router.post("/models/{name}/versions/{version}/gradcam", dependencies=deps)
-    async def explain(name: str, version: str, request: Request) -> dict[str, Any]:
+    async def explain(name: str, version: VersionPath, request: Request) -> dict[str, Any]:
         registry = state.registry
         v = registry.resolve(name, version)
         card = registry.card(name, v)
