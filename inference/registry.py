@@ -154,7 +154,7 @@ class Registry:
         """Publish ``staged`` as the next version of ``card.name``: metadata.json (with the allocated number)
         and manifest.json are written once the number is known, then the version appears in one step."""
         name = check_name(card.name)
-        for name_file in VARIANT_FILES.values():
+        for name_file in (VARIANT_FILES[v] for v in card.variants):
             if not (staged / name_file).is_file():
                 raise RegistryError(f"cannot register {name}: {name_file} is missing from the staged version")
         published: dict[str, ModelCard] = {}
