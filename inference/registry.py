@@ -128,7 +128,7 @@ class Registry:
         """Publish ``staged`` as the next version of ``card.name``: writes metadata.json (with the
         allocated version number) then renames the directory into place in one step."""
         name = check_name(card.name)
-        for name_file in VARIANT_FILES.values():
+        for name_file in (VARIANT_FILES[v] for v in card.variants):
             if not (staged / name_file).is_file():
                 raise RegistryError(f"cannot register {name}: {name_file} is missing from the staged version")
         with self._locked(name):

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from inference.version import __version__
 from inference.errors import ConfigError, ImgServeError, InvalidInput, NotFound, NotReady, Overloaded
 from inference.session import OnnxClassifier
+from inference.version import __version__
 
 from .oip_codec import RequestedOutput, Tensor, bytes_tensor
 from .runtime import Classification, ModelRuntime

@@ -23,7 +23,7 @@ from inference.batcher import MicroBatcher
 from inference.errors import ImgServeError, InvalidInput, NotReady, RegistryError
 from inference.imagecodec import decode_image, load_image, open_image
 from inference.metadata import ModelCard
-from inference.preprocess import image_to_pixels, normalize
+from inference.preprocess import image_to_pixels, normalize, to_model_layout
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, top_k
 
@@ -138,7 +138,16 @@ class ModelRuntime:
             "created_at": card.created_at,
             "parent_version": card.parent_version,
             "serving_since": self.serving_since,
+            "variants": list(card.variants),
+            **self._variant_note(model),
         }
+
+    def _variant_note(self, model: OnnxClassifier) -> dict[str, Any]:
+        """Why the served variant is not the configured one (an import without calibration has no INT8)."""
+        if model.variant == self.settings.variant:
+            return {}
+        why = (model.card.export.get("int8") or {}).get("reason", "this version has no such file")
+        return {"variant_note": f"{self.settings.variant} is not available for this version ({why}); serving {model.variant}"}
 
     # ---- hot swap ----------------------------------------------------------------------------------
     async def reload(self, ref: str | int | None = None) -> dict[str, Any]:
@@ -148,6 +157,8 @@ class ModelRuntime:
         async with self._swap_lock:
             loop = asyncio.get_running_loop()
             version = await loop.run_in_executor(None, self.registry.resolve, name, ref)
+            card = await loop.run_in_executor(None, self.registry.card, name, version)
+            variant = variant if variant in card.variants else "fp32"  # imported without INT8: fp32 only
             current = self._model
             if current is not None and current.card.version == version and current.variant == variant:
                 self.last_error = None
@@ -278,5 +289,6 @@ class ModelRuntime:
             raise InvalidInput(f"expected a tensor shaped [N, {spec.height}, {spec.width}, {spec.channels}], got {list(batch.shape)}")
         if batch.shape[0] > self.settings.max_batch_images:
             raise InvalidInput(f"{batch.shape[0]} inputs in one request; the limit is {self.settings.max_batch_images}")
-        probs = await self.batcher.submit(model, np.ascontiguousarray(batch, dtype=np.float32), timeout_s=timeout_s)
+        rows = to_model_layout(np.ascontiguousarray(batch, dtype=np.float32), spec)
+        probs = await self.batcher.submit(model, rows, timeout_s=timeout_s)
         return Classification(probs, model)
