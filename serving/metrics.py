@@ -28,7 +28,11 @@ METRIC_NAMES = (
     "imgserve_model_info",
     "imgserve_model_swaps_total",
     "imgserve_model_load_seconds",
+    "imgserve_model_load_failures_total",
+    "imgserve_ready",
 )
+# Exported once there is something to report: a drift signal of a version with a reference.json.
+CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi",)
 
 
 class ServingMetrics:
@@ -71,6 +75,18 @@ class ServingMetrics:
             "imgserve_model_load_seconds", "seconds to load and warm a model version",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
+        self.load_failures = Counter(
+            "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
+        )
+        self.ready = Gauge(
+            "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
+            multiprocess_mode="livemin",
+        )
+        self.drift_psi = Gauge(
+            "imgserve_drift_psi", "population stability index of a live signal against the version's reference "
+            "(serving/drift.py; the highest worker counts)", ["model", "version", "signal"],
+            multiprocess_mode="livemax",
+        )
 
     @classmethod
     def get(cls) -> ServingMetrics:
@@ -94,6 +110,10 @@ class ServingMetrics:
         self.batch_size.observe(rows)
         self.inference.observe(infer_seconds)
         self.queue_wait.observe(max_wait_s)
+
+    def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
+        """``DriftMonitor``'s ``on_psi`` hook."""
+        self.drift_psi.labels(model, str(version), signal).set(value)
 
     def observe_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
         """``ModelRuntime``'s ``on_swap`` hook; labels are ``name:version:variant``."""
