@@ -26,6 +26,7 @@ from typing import Any
 from inference.atomic import atomic_write_json
 from inference.errors import ConfigError, NotFound
 from inference.registry import Registry, utc_now
+from inference.storage import normalize_root
 
 from .lifeline import die_with_parent, interrupted, registry_snapshot
 from .requests import JobRequest
@@ -197,7 +198,7 @@ class JobRunner:
         cmd = [
             self.settings.job_python or sys.executable, "-m", "imgserve", "retrain",
             "--name", p["model"],
-            "--models-dir", str(self.settings.models_dir.resolve()),
+            "--models-dir", normalize_root(self.settings.models_dir),
             "--arch", p["architecture"],
             "--epochs", str(p["epochs"]),
             "--work-dir", str((jdir / "run").resolve()),

@@ -4,8 +4,8 @@ Why strict: these bodies start jobs and move production. A lax parser turned ``"
 epoch, ``1.9`` into 1 and the string ``"nan"`` into a NaN margin written to job.json; a value of the wrong
 type crashed a handler (500). Here a bool is not an int, a float is not an int, NaN/inf are not numbers,
 a string is not a number, and an unknown field is an error (a typo like ``"epoch"`` would otherwise be
-silently ignored). Every problem becomes one 400 ``invalid_input`` naming the field, as the inference
-service answers (serving/http.py).
+silently ignored). Every problem becomes one 400 ``invalid_input`` naming the field, rendered by the edge
+(serving/edge.py) as on the inference service.
 
 Bodies are parsed from the raw bytes whatever the Content-Type (``curl -d`` sends form-urlencoded), so the
 routes read the body themselves and call :func:`parse_body`; :func:`openapi_body` documents the model.
@@ -13,13 +13,11 @@ routes read the body themselves and call :func:`parse_body`; :func:`openapi_body
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from fastapi import Path
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
-
-from inference.errors import InvalidInput
 
 Architecture = Literal["small-cnn", "mobilenetv2"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
@@ -89,34 +87,12 @@ Body = TypeVar("Body", bound=_Body)
 
 
 def parse_body(model: type[Body], raw: bytes) -> Body:
-    """The body as ``model``; an empty body means "all defaults". Any problem is one 400 naming the fields."""
+    """The body as ``model``; an empty body means "all defaults". Problems are raised as FastAPI's own
+    validation error (``loc`` under ``body``), so the edge renders them like any other: one 400."""
     try:
         return model.model_validate_json(raw.strip() or b"{}")
     except ValidationError as exc:
-        raise InvalidInput(f"invalid request body: {describe(exc.errors())}") from None
-
-
-def describe(errors: Any) -> str:
-    """Pydantic/FastAPI validation errors as one line: ``epochs: Input should be a valid integer (got true)``."""
-    parts = []
-    for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",)) or "body"
-        msg = str(err.get("msg", "invalid"))
-        if err.get("type") == "json_invalid":
-            parts.append(f"the body is not valid JSON ({msg.removeprefix('Invalid JSON: ')})")
-            continue
-        given = err.get("input")
-        shown = "" if isinstance(given, dict) or err.get("type") == "missing" else f" (got {_short(given)})"
-        parts.append(f"{loc}: {msg}{shown}")
-    return "; ".join(parts)
-
-
-def _short(value: Any) -> str:
-    try:
-        text = json.dumps(value, allow_nan=True)
-    except (TypeError, ValueError):
-        text = type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
 
 
 def openapi_body(model: type[_Body]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from inference.errors import ImgServeError
 
 # Order here is the order in --help.
-COMMAND_MODULES = ("train", "export", "models", "serve", "admin", "retrain", "bench")
+COMMAND_MODULES = ("train", "export", "import_", "models", "serve", "admin", "retrain", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for commands that record it (import)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
