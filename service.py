@@ -70,7 +70,9 @@ class ImgServe:
             "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
         )
         metrics = ServingMetrics.get()
-        self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
+        self.runtime = ModelRuntime(
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_request=metrics.observe_inference
+        )
         self.http = HttpFrontend(self.runtime, settings, metrics)
         self.grpc = None
         # Open Inference Protocol (KServe v2) REST under /v2, over the same runtime and batcher as /predict;
@@ -89,7 +91,7 @@ class ImgServe:
 
             self.grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request, max_inflight=settings.inflight_limit(),
+                on_rpc=ServingMetrics.get().observe_rpc, max_inflight=settings.inflight_limit(),
             )
 
     @bentoml.on_shutdown

@@ -52,7 +52,7 @@ IMAGE_FIELDS = ("image", "file")  # /predict: one file under either name
 BATCH_FIELD = "images"  # /predict_batch: repeated
 RAW_TYPES = ("application/octet-stream",)  # plus image/*
 ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
-_OIP_REST_SUFFIXES = ("/infer", "/ready")
+_OIP_REST_SUFFIXES = ("/infer", "/ready", "/config", "/stats")
 
 
 def endpoint_label(path: str) -> str:
@@ -62,6 +62,8 @@ def endpoint_label(path: str) -> str:
     if path.startswith("/v2"):
         if path.startswith("/v2/health/"):
             return "v2:" + path.rsplit("/", 1)[-1]
+        if path.startswith("/v2/repository/"):
+            return "v2:repository_index"
         if path.startswith("/v2/models/"):
             return "v2:model_" + next((s[1:] for s in _OIP_REST_SUFFIXES if path.endswith(s)), "metadata")
         return "v2:server_metadata"
