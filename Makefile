@@ -22,9 +22,10 @@ setup-all: $(PY) system-deps
 	$(PIP) install -q -e '.[all]'
 
 ## Debian packages the tests and benchmarks use (apt, needs root or sudo): Fashion-MNIST IDX files; chromium +
-## chromium-driver for the dashboard's browser tests; wrk, the C load generator of the benchmarks. One list: a
-## new tool is one word here.
-DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver wrk
+## chromium-driver for the dashboard's browser tests; wrk, the C load generator of the benchmarks; haproxy, the
+## load balancer of the replica test (run as a plain process, never as the system service). One list: a new
+## tool is one word here.
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver wrk haproxy
 
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
