@@ -37,7 +37,11 @@ METRIC_NAMES = (
     "imgserve_model_queue_seconds_total",
     "imgserve_model_compute_seconds_total",
     "imgserve_model_last_inference_timestamp_seconds",
+    "imgserve_model_load_failures_total",
+    "imgserve_ready",
 )
+# Exported once there is something to report: a drift signal of a version with a reference.json.
+CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi",)
 
 # One ``status`` vocabulary for every protocol: the HTTP status code. A gRPC call's code is mapped to its HTTP
 # equivalent (the mapping grpc-gateway and Google's API design guide use), so ``status=~"5.."`` finds server-side
@@ -67,7 +71,8 @@ class ServingMetrics:
         from prometheus_client import Counter, Gauge, Histogram  # see the module docstring for why here
 
         self.requests = Counter(
-            "imgserve_requests", "requests by endpoint, protocol (http, grpc) and HTTP status code (gRPC codes mapped)",
+            "imgserve_requests", "requests by endpoint (route template or grpc:Method), protocol and HTTP status "
+            "(gRPC codes mapped to their HTTP equivalents)",
             ["endpoint", "protocol", "status"],
         )
         self.latency = Histogram(
@@ -75,7 +80,8 @@ class ServingMetrics:
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge(
-            "imgserve_requests_in_flight", "prediction requests being handled", multiprocess_mode="livesum"
+            "imgserve_requests_in_flight", "prediction requests admitted, all transports (HTTP, OIP REST, gRPC)",
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram("imgserve_batch_size", "rows per ONNX Runtime run", buckets=BATCH_BUCKETS)
         self.inference = Histogram(
@@ -116,6 +122,18 @@ class ServingMetrics:
             per_model, multiprocess_mode="max",
         )
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self.load_failures = Counter(
+            "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
+        )
+        self.ready = Gauge(
+            "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
+            multiprocess_mode="livemin",
+        )
+        self.drift_psi = Gauge(
+            "imgserve_drift_psi", "population stability index of a live signal against the version's reference "
+            "(serving/drift.py; the highest worker counts)", ["model", "version", "signal"],
+            multiprocess_mode="livemax",
+        )
 
     @classmethod
     def get(cls) -> ServingMetrics:
@@ -132,6 +150,11 @@ class ServingMetrics:
     def observe_rpc(self, endpoint: str, code: str, seconds: float) -> None:
         """The gRPC server's per-RPC hook: ``code`` is a ``grpc.StatusCode`` name."""
         self.observe_request(endpoint, GRPC_TO_HTTP.get(code, 500), seconds, "grpc")
+
+    def observe_admission(self, inflight: int, queue_depth: int) -> None:
+        """``ModelRuntime``'s ``on_admit`` hook: the worker's admitted requests and queued rows."""
+        self.in_flight.set(inflight)
+        self.queue_depth.set(queue_depth)
 
     def observe_batch(self, model: Any, rows: int, infer_seconds: float, max_wait_s: float) -> None:
         """``MicroBatcher``'s ``on_batch`` hook."""
@@ -205,6 +228,10 @@ class ServingMetrics:
         metrics = (self.inferences, self.executions, self.queue_seconds, self.compute_seconds,
                    self.model_requests, self.model_request_seconds, self.last_inference)
         return [f for m in metrics for f in m.collect()]
+
+    def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
+        """``DriftMonitor``'s ``on_psi`` hook."""
+        self.drift_psi.labels(model, str(version), signal).set(value)
 
     def observe_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
         """``ModelRuntime``'s ``on_swap`` hook; labels are ``name:version:variant``."""
