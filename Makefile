@@ -21,20 +21,18 @@ setup-serve: $(PY)
 setup-all: $(PY) system-deps
 	$(PIP) install -q -e '.[all]'
 
-## Debian packages the project uses: Fashion-MNIST IDX files; chromium + chromium-driver for the dashboard's
-## browser tests (apt, needs root or sudo).
+## Debian packages the tests and benchmarks use (apt, needs root or sudo): Fashion-MNIST IDX files; chromium +
+## chromium-driver for the dashboard's browser tests; wrk, the C load generator of the benchmarks; haproxy, the
+## load balancer of the replica test (run as a plain process, never as the system service); prometheus for
+## promtool, which tests deploy/prometheus/'s alert rules (on a host with systemd the package also starts a
+## Prometheus server on :9090). One list: a new tool is one word here.
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver wrk haproxy prometheus
+
 system-deps:
-	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
-	  echo "dataset-fashion-mnist: present"; \
-	else \
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "Debian packages present: $(DEBIAN_PACKAGES)"; else \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
-	fi
-	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
-	  echo "chromium, chromium-driver: present"; \
-	else \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 ## First command: set up and serve the default (shipped) model on http://127.0.0.1:$(PORT).

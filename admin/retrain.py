@@ -28,7 +28,7 @@ from typing import Any
 from inference.atomic import atomic_write_json
 from inference.errors import ConfigError, InvalidInput
 from inference.labels import match_folders
-from inference.registry import KERAS_FILE, VARIANT_FILES, Registry
+from inference.registry import KERAS_FILE, METADATA_FILE, VARIANT_FILES, Registry
 
 from .policy import PROMOTION_FILE, Contender, Decision, decide, list_labelled_images, registered
 
@@ -135,16 +135,18 @@ def plan_start(registry: Registry, opts: RetrainOptions, folders: list[str]) -> 
                 "comparable with production, so give it a new --name, or promote it with 'force'"
             ) from None
         return Start(f"from scratch with a new label set {folders}")
-    vdir = registry.version_dir(opts.name, version)
+    meta = registry.fetch(opts.name, version, METADATA_FILE)  # a local copy also from object storage
+    labels_from = str(meta) if meta else None
     pre = card.preprocessing
     shape = (pre.height, pre.channels) if pre.height == pre.width else None
     if opts.from_scratch:
-        return Start(f"from scratch with the labels of v{version} (requested)", labels_from=str(vdir), shape=shape)
-    if (vdir / KERAS_FILE).is_file():
-        return Start(f"warm start from v{version}", init_from=str(vdir), parent=version)
+        return Start(f"from scratch with the labels of v{version} (requested)", labels_from=labels_from, shape=shape)
+    keras_path = registry.fetch(opts.name, version, KERAS_FILE)
+    if keras_path is not None:  # its metadata.json lies beside it (local registry and S3 cache alike)
+        return Start(f"warm start from v{version}", init_from=str(keras_path.parent), parent=version)
     if opts.base_version not in ("auto", "production"):
         raise ConfigError(f"cannot warm-start from v{version}: it has no {KERAS_FILE}; use --from-scratch")
-    return Start(f"from scratch with the labels of v{version} (it has no {KERAS_FILE})", labels_from=str(vdir), shape=shape)
+    return Start(f"from scratch with the labels of v{version} (it has no {KERAS_FILE})", labels_from=labels_from, shape=shape)
 
 
 def _event(progress_file: Path, **event: Any) -> None:

@@ -59,6 +59,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepare", action="store_true", help="first produce missing workload models (prepare hooks)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (JSON and Markdown only)")
     p.add_argument("--raw", action="store_true", help="also write every request (start, latency, status) to raw/*.csv.gz")
+    p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
+                   help="HTTP load generator: wrk (C, Debian's package, a few µs per request), python (asyncio; "
+                   "also gives per-status errors), auto: wrk when installed and --raw is not set (default)")
 
 
 def run_cmd(args: argparse.Namespace) -> int:
@@ -78,7 +81,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         imgserve_dir=args.imgserve_dir.resolve() if args.imgserve_dir else None,
         processes=args.processes, server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python,
         label=args.label,
-        plots=not args.no_plots, raw=args.raw,
+        plots=not args.no_plots, raw=args.raw, client=args.client,
     )
     with cleanup_on_exit():
         results = run_suite(cfg)

@@ -24,7 +24,7 @@ import numpy as np
 
 from inference.imagecodec import DEFAULT_LIMITS, decode_image
 from inference.metadata import ModelCard
-from inference.preprocess import image_to_pixels, normalize
+from inference.preprocess import image_to_pixels, model_input
 from inference.session import OnnxClassifier, SessionOptions
 
 
@@ -58,7 +58,7 @@ def _batch_step(model: OnnxClassifier, images: Sequence[bytes], batch: int, star
     def step() -> int:
         i = pos[0]
         pixels = np.stack([_decode(images[(i + k) % len(images)], card) for k in range(batch)])
-        model.predict(normalize(pixels, card.preprocessing))
+        model.predict(model_input(pixels, card.preprocessing))
         pos[0] += batch
         return batch
 
@@ -99,7 +99,7 @@ def pipelines(models: Sequence[OnnxClassifier], images: Sequence[bytes], batch: 
 def ort_alone(model: OnnxClassifier, images: Sequence[bytes], batch: int, duration_s: float) -> float:
     card = model.card
     pixels = np.stack([_decode(images[k % len(images)], card) for k in range(batch)])
-    x = normalize(pixels, card.preprocessing)
+    x = model_input(pixels, card.preprocessing)
 
     def step() -> int:
         model.predict(x)

@@ -126,14 +126,16 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
         match = t.get("label_matches_in_process")
         check = {True: "first answer's label matches the in-process prediction",
                  False: "**first answer's label differs from the in-process prediction**", None: ""}[match]
+        client = (t["points"][0].get("client") if t.get("points") else None) or "python"
         out += [f"**{tname}** — {t.get('description', '')}; {t['protocol']} ({t.get('encoding')}), "
-                f"ready in {_f(t.get('startup_s'), 1)} s{'; ' + check if check else ''}.", "", "```"]
+                f"load from {client}, ready in {_f(t.get('startup_s'), 1)} s{'; ' + check if check else ''}.", "", "```"]
         from .load import format_table
 
         out.append(format_table(t["points"]))
         out += ["```", ""]
         for key, what in (("server_cpu_ms_per_request", "Server CPU ms per request (its whole process tree)"),
-                          ("client_cpu_ms_per_request", "Load generator CPU ms per request")):
+                          ("client_cpu_ms_per_request", "Load generator CPU ms per request"),
+                          ("client_cpu_share_pct", "Load generator share of the machine's CPU, %")):
             vals = [f"c={p['concurrency']}: {_f(p.get(key), 2)}" for p in t["points"] if p.get(key) is not None]
             if vals:
                 out += [f"{what}: {', '.join(vals)}.", ""]

@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from .corpus import Corpus, load_corpus
-from .load import LoadSpec, build_client, run_closed_loop
+from .load import HTTP_ENCODINGS, LoadSpec, build_client, run_closed_loop
 from .procs import ServerFailed, ServerProcess, free_port, running
 from .promstats import metrics_probe, server_side
 from .targets import SERVERS, TARGETS, BuildContext, TargetDef
 from .workloads import ResolvedWorkload, Unavailable, Workload, resolve
+from .wrk import run_wrk, wrk_path
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
@@ -58,6 +59,7 @@ class RunConfig:
     label: str = ""
     plots: bool = True
     raw: bool = False  # also write every request's (start, latency, status) to raw/*.csv.gz
+    client: str = "auto"  # HTTP load generator: wrk | python | auto (wrk when installed; benchmarks/wrk.py)
 
     @classmethod
     def preset(cls, quick: bool, **overrides: Any) -> RunConfig:
@@ -150,24 +152,40 @@ async def _one_grpc(url: str, corpus: Corpus) -> str:
         return await client.send(0)
 
 
+def http_client_for(target: TargetDef, cfg: RunConfig) -> str:
+    """Which generator drives an HTTP point: wrk (a few µs of CPU per request) unless asked otherwise, or a
+    per-request sample file (--raw) is wanted, which only the Python generator writes."""
+    if target.protocol != "http" or cfg.client == "python" or (cfg.client == "auto" and (cfg.raw or not wrk_path())):
+        return "python"
+    return "wrk"
+
+
 def measure_point(target: TargetDef, url: str, corpus: Corpus, concurrency: int, cfg: RunConfig,
                   server: ServerProcess, metrics_url: str | None, raw_path: Path | None = None) -> dict[str, Any]:
     spec = LoadSpec(concurrency, cfg.duration_s, cfg.warmup_s, max_requests=cfg.max_requests, timeout_s=cfg.timeout_s)
     probe = metrics_probe(metrics_url, server.pids)
     sink: list[tuple[float, float, str]] | None = [] if raw_path else None
+    generator = http_client_for(target, cfg)
 
     async def go() -> dict[str, Any]:
-        client = build_client(url, corpus.images, corpus.content_type, concurrency=concurrency,
-                              timeout_s=cfg.timeout_s, encoding=target.encoding)
-        async with client:
-            result = await run_closed_loop(client, spec, probe=probe, sink=sink)
+        if generator == "wrk":
+            encode = HTTP_ENCODINGS[target.encoding]
+            requests = [encode(d, corpus.content_type) for d in corpus.images]
+            result = await run_wrk(url, requests, spec, probe=probe)
+        else:
+            client = build_client(url, corpus.images, corpus.content_type, concurrency=concurrency,
+                                  timeout_s=cfg.timeout_s, encoding=target.encoding)
+            async with client:
+                result = await run_closed_loop(client, spec, probe=probe, sink=sink)
         d = result.to_dict()
         d["server"] = server_side(d.pop("probes"))
+        d["client"] = generator
+        d["client_cpu_share_pct"] = round(100.0 * d["client_cpu_s"] / (d["window_s"] * available_cpus()), 1)
         d["loadavg_1m"] = round(os.getloadavg()[0], 2)
         return d
 
     point = asyncio.run(go())
-    if raw_path and sink is not None:
+    if raw_path and sink is not None and generator == "python":
         write_raw(raw_path, sink, cfg.warmup_s)
     return point
 
@@ -205,6 +223,8 @@ def aggregate(repeats: list[dict[str, Any]]) -> dict[str, Any]:
         "throughput": round(med, 2),
         "server_cpu_ms_per_request": per_request_ms(lambda r: (r.get("server") or {}).get("cpu_s")),
         "client_cpu_ms_per_request": per_request_ms(lambda r: r.get("client_cpu_s")),
+        "client_cpu_share_pct": round(statistics.median(r.get("client_cpu_share_pct", 0.0) for r in repeats), 1),
+        "client": repeats[0].get("client", "python"),
         "throughput_min": round(min(thr), 2),
         "throughput_max": round(max(thr), 2),
         "spread_pct": round(100.0 * (max(thr) - min(thr)) / med, 1) if med else None,

@@ -17,7 +17,7 @@ from inference.errors import ImgServeError
 from inference.version import __version__
 
 # Order here is the order in --help.
-COMMAND_MODULES = ("train", "export", "models", "serve", "admin", "retrain", "bench")
+COMMAND_MODULES = ("train", "export", "import_", "models", "serve", "admin", "retrain", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for commands that record it (import)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

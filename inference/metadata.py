@@ -15,12 +15,14 @@ from .errors import RegistryError
 from .labels import derive_label_folders
 
 SCHEMA_VERSION = 1
+LAYOUTS = ("NHWC", "NCHW")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """How an image becomes a model input: resize to (height, width), ``channels`` colour planes,
-    then ``(pixel * scale - mean) / std`` per channel, laid out NHWC float32."""
+    then ``(pixel * scale - mean) / std`` per channel, float32 laid out as ``layout`` (NHWC: Keras/TF;
+    NCHW: PyTorch/torchvision exports)."""
 
     height: int
     width: int
@@ -37,8 +39,8 @@ class Preprocessing:
             raise ValueError(f"channels must be 1 or 3, got {self.channels}")
         if self.height <= 0 or self.width <= 0:
             raise ValueError(f"height and width must be positive, got {self.height}x{self.width}")
-        if self.layout != "NHWC":
-            raise ValueError(f"only NHWC layout is supported, got {self.layout!r}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         for name in ("mean", "std"):
             value = getattr(self, name)
             if len(value) not in (1, self.channels):
@@ -48,7 +50,13 @@ class Preprocessing:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """Pixels as images arrive and as clients send them: (H, W, C), whatever the model's layout."""
         return (self.height, self.width, self.channels)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """One row of the ONNX graph's input in its own layout: (H, W, C) or (C, H, W)."""
+        return self.shape if self.layout == "NHWC" else (self.channels, self.height, self.width)
 
     @property
     def pil_mode(self) -> str:
@@ -96,6 +104,12 @@ class ModelCard:
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The model files this version has: fp32 always; int8 unless it was imported without calibration
+        images (``export.variants``, written by ``imgserve import``)."""
+        return tuple(self.export.get("variants", ("fp32", "int8")))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,8 +1,11 @@
 """The one preprocessing implementation, shared by training, export and serving.
 
-Two steps, split so that each can run where it is cheapest:
-``image_to_pixels`` (Pillow: mode + resize -> uint8 HxWxC) and ``normalize`` (numpy: uint8 NHWC -> float32).
-Training applies ``normalize`` to uint8 arrays it already holds; serving applies both.
+Three steps, split so that each can run where it is cheapest:
+``image_to_pixels`` (Pillow: mode + resize -> uint8 HxWxC), ``normalize`` (numpy: uint8 NHWC -> float32 NHWC,
+``(x * scale - mean) / std`` per channel) and ``to_model_layout`` (NHWC -> the graph's layout, NCHW for
+PyTorch-style models). Pixels stay NHWC up to the last step, so clients, decoders and the OIP ``input`` tensor
+see one layout whatever the model. Training applies ``normalize`` to uint8 arrays it already holds;
+``model_input`` is what an ONNX session is fed.
 """
 
 from __future__ import annotations
@@ -57,6 +60,18 @@ def normalize(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return out
 
 
+def to_model_layout(batch: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """float32 NHWC -> the model's layout (a contiguous copy for NCHW, the same array for NHWC)."""
+    if spec.layout == "NCHW":
+        return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+    return batch
+
+
+def model_input(pixels: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    """uint8 NHWC pixels -> exactly what the ONNX graph takes (normalised, in its layout)."""
+    return to_model_layout(normalize(pixels, spec), spec)
+
+
 def preprocess_images(images: list[Image.Image], spec: Preprocessing) -> np.ndarray:
-    """Decoded images -> float32 batch ready for the model."""
-    return normalize(np.stack([image_to_pixels(im, spec) for im in images]), spec)
+    """Decoded images -> float32 batch ready for the model (in its layout)."""
+    return model_input(np.stack([image_to_pixels(im, spec) for im in images]), spec)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from .errors import InvalidInput, RegistryError
 from .metadata import ModelCard
-from .preprocess import normalize
+from .preprocess import model_input
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class SessionOptions:
 
 
 class OnnxClassifier:
-    """A loaded model: ``predict(float32 NHWC) -> probabilities``. Thread-safe (ORT ``run`` is)."""
+    """A loaded model: ``predict(float32 batch in the model's layout) -> probabilities``. Thread-safe (ORT
+    ``run`` is). Models that output logits (``export.outputs_probabilities`` false) get a softmax here."""
 
     def __init__(self, session: ort.InferenceSession, card: ModelCard, variant: str, path: Path):
         self.session = session
@@ -56,7 +57,7 @@ class OnnxClassifier:
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         shape = session.get_inputs()[0].shape
-        expected = card.preprocessing.shape
+        expected = card.preprocessing.input_shape
         fixed = tuple(d if isinstance(d, int) else -1 for d in shape[1:])
         if len(fixed) != 3 or any(f not in (-1, e) for f, e in zip(fixed, expected, strict=True)):
             raise RegistryError(
@@ -85,7 +86,7 @@ class OnnxClassifier:
         return f"{self.card.name}:{self.card.version}:{self.variant}"
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NHWC batch (already normalised) -> float32 probabilities [N, C]."""
+        """float32 batch (already normalised, in the model's layout) -> float32 probabilities [N, C]."""
         if batch.dtype != np.float32:
             batch = batch.astype(np.float32)
         (out,) = self.session.run([self.output_name], {self.input_name: batch})
@@ -98,13 +99,13 @@ class OnnxClassifier:
         """uint8 NHWC pixels (already resized) -> probabilities."""
         if pixels.dtype != np.uint8:
             raise InvalidInput(f"pixels must be uint8, got {pixels.dtype}")
-        return self.predict(normalize(pixels, self.card.preprocessing))
+        return self.predict(model_input(pixels, self.card.preprocessing))
 
     def warmup(self, batch_sizes: tuple[int, ...] = (1, 2, 8)) -> None:
         """Run a few dummy batches so the first real request does not pay for lazy initialisation."""
-        h, w, c = self.card.preprocessing.shape
+        shape = self.card.preprocessing.input_shape
         for n in batch_sizes:
-            self.predict(np.zeros((n, h, w, c), dtype=np.float32))
+            self.predict(np.zeros((n, *shape), dtype=np.float32))
 
 
     def efficient_batch(self, limit: int, *, tolerance: float = 1.1, budget_s: float = 1.0) -> int:
@@ -114,7 +115,7 @@ class OnnxClassifier:
         CPU run *slower* per row in big batches, their activations no longer fitting in cache (MobileNetV2 INT8
         here: 2.4 ms/row at batch 1-4, 2.9 at 16, 3.2 at 32). Stops at the first size slower than the tolerance
         allows (so ORT's arena never grows for sizes that will not be used) or once ``budget_s`` is spent."""
-        h, w, c = self.card.preprocessing.shape
+        shape = self.card.preprocessing.input_shape
         sizes = [1]
         while sizes[-1] < limit:
             sizes.append(min(2 * sizes[-1], limit))
@@ -122,7 +123,7 @@ class OnnxClassifier:
         for n in sizes:
             if spent > budget_s:
                 break
-            x = np.zeros((n, h, w, c), dtype=np.float32)
+            x = np.zeros((n, *shape), dtype=np.float32)
             times: list[float] = []
             while len(times) < 2 or (sum(times) < 0.005 and len(times) < 50):  # the best of a few runs: the
                 t0 = time.perf_counter()  # first of a new shape pays for planning, tiny ones are noisy

@@ -174,3 +174,47 @@ def fashion_mnist_folders(root: Path, card: ModelCard, per_class: int, *, start:
         for i in picks:
             Image.fromarray(test.x[i, :, :, 0], "L").save(root / folder / f"{int(i):05d}.png")
     return root
+
+
+def external_classifier(
+    height: int, width: int, channels: int, classes: int, *, layout: str = "NCHW", softmax: bool = True,
+    seed: int = 0, fixed_batch: bool = False, weights: np.ndarray | None = None, bias: np.ndarray | None = None,
+) -> tuple[bytes, np.ndarray, np.ndarray]:
+    """A linear classifier as an outside tool would export it: input ``x`` in ``layout`` (NCHW: PyTorch style),
+    flattened in that layout, optional final Softmax (else logits). Returns (onnx bytes, W, b) so tests can
+    compute the expected output by hand."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    features = height * width * channels
+    w = rng.normal(0, 0.05, size=(features, classes)).astype(np.float32) if weights is None else weights
+    b = rng.normal(0, 0.1, size=(classes,)).astype(np.float32) if bias is None else bias
+    dims = [channels, height, width] if layout == "NCHW" else [height, width, channels]
+    batch: int | str = 1 if fixed_batch else "batch"
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["flat"], axis=1),
+        helper.make_node("Gemm", ["flat", "W", "b"], ["logits"]),
+    ]
+    out = "logits"
+    if softmax:
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], axis=-1))
+        out = "probs"
+    graph = helper.make_graph(
+        nodes, "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, *dims])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [batch, classes])],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString(), w, b
+
+
+def image_dir(path: Path, count: int, *, size: tuple[int, int] = (40, 30), mode: str = "RGB", seed: int = 0) -> Path:
+    """``count`` random PNG images under ``path`` (calibration sets, upload sets)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (path / f"img_{i:03d}.png").write_bytes(encode_image(sample_image(size, mode, seed=seed + i)))
+    return path

@@ -13,7 +13,7 @@ import numpy as np
 
 from inference.imagecodec import DEFAULT_LIMITS, decode_image
 from inference.metadata import ModelCard
-from inference.preprocess import image_to_pixels, normalize
+from inference.preprocess import image_to_pixels, model_input
 from inference.registry import Registry
 from inference.session import OnnxClassifier, SessionOptions, top_k
 
@@ -64,7 +64,7 @@ def decode_to_pixels(data: bytes, card: ModelCard) -> np.ndarray:
 
 
 def to_input(pixels: np.ndarray, card: ModelCard) -> np.ndarray:
-    return normalize(pixels, card.preprocessing)
+    return model_input(pixels, card.preprocessing)
 
 
 def predictions(probs: np.ndarray, card: ModelCard) -> list[dict[str, Any]]:

@@ -123,3 +123,35 @@ def test_loopback_only() -> None:
         build_client("http://example.com/predict", [b"x"], "image/png", concurrency=1, timeout_s=1)
     with pytest.raises(ValueError, match="loopback"):
         build_client("grpc://10.0.0.1:8001/m", [b"x"], "image/png", concurrency=1, timeout_s=1)
+
+
+def test_wrk_client_counts_real_answers_and_its_own_cpu(tiny_registry: Path) -> None:
+    """The C load generator the suite uses for HTTP points: real answers counted, non-2xx counted as errors,
+    its own CPU measured (the figure the report gives as the client's share of the machine)."""
+    from benchmarks.load import HTTP_ENCODINGS
+    from benchmarks.wrk import run_wrk, wrk_path
+
+    if wrk_path() is None:
+        pytest.skip("wrk is not installed (make test installs Debian's wrk)")
+    corpus = load_corpus("png-28-gray", 16)
+    http = free_port()
+    spec = ServerSpec(
+        "stand-in",
+        [sys.executable, "-m", "benchmarks.peers.fastapi_ort", "--models-dir", str(tiny_registry),
+         "--model", "tiny", "--port", str(http), "--workers", "1"],
+        ready_url=f"http://127.0.0.1:{http}/readyz", env={"PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT,
+        ready_timeout_s=60,
+    )
+    url = f"http://127.0.0.1:{http}/predict"
+    good = [HTTP_ENCODINGS["multipart"](d, corpus.content_type) for d in corpus.images]
+    with running(spec, Path(str(tiny_registry)) / "stand-in.log"):
+        point = asyncio.run(run_wrk(url, good, LoadSpec(4, 1.0, 0.3))).to_dict()
+        assert point["ok"] > 20 and point["errors"] == {}, point
+        assert point["window_s"] == pytest.approx(1.0, rel=0.2)
+        assert 0 < point["latency_ms"]["p50"] <= point["latency_ms"]["p99"] <= point["latency_ms"]["max"]
+        assert 0 < point["client_cpu_s"] < 1.0  # a C client: far below one core over a 1 s window
+        bad = [HTTP_ENCODINGS["raw"](b"not an image", "image/png")]
+        bad_point = asyncio.run(run_wrk(url, bad, LoadSpec(2, 0.5, 0.0))).to_dict()
+        assert bad_point["ok"] == 0 and bad_point["errors"]["non-2xx"] == bad_point["completed"] > 0
+    with pytest.raises(ValueError, match="loopback"):
+        asyncio.run(run_wrk("http://example.com/predict", good, LoadSpec(1, 0.1, 0.0)))

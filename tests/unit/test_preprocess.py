@@ -6,7 +6,7 @@ from PIL import Image
 
 from inference.errors import InvalidInput
 from inference.metadata import Preprocessing
-from inference.preprocess import image_to_pixels, normalize, preprocess_images
+from inference.preprocess import image_to_pixels, model_input, normalize, preprocess_images, to_model_layout
 from tests.fixtures import sample_image
 
 
@@ -51,3 +51,18 @@ def test_spec_validation() -> None:
         Preprocessing(28, 28, 2)
     with pytest.raises(ValueError):
         Preprocessing(28, 28, 3, mean=(0.1, 0.2))
+
+
+def test_nchw_layout_with_per_channel_mean_std() -> None:
+    spec = Preprocessing(2, 3, 3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), layout="NCHW")
+    assert spec.input_shape == (3, 2, 3) and spec.shape == (2, 3, 3)
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 2, 3, 3), dtype=np.uint8)
+    x = model_input(pixels, spec)
+    assert x.shape == (4, 3, 2, 3) and x.flags.c_contiguous
+    for c, (m, s) in enumerate(zip(spec.mean, spec.std, strict=True)):
+        np.testing.assert_allclose(x[:, c], (pixels[..., c] / 255.0 - m) / s, rtol=1e-5)
+    nhwc = Preprocessing(2, 3, 3)
+    assert model_input(pixels, nhwc).shape == (4, 2, 3, 3)
+    assert to_model_layout(normalize(pixels, spec), spec).shape == (4, 3, 2, 3)
+    with pytest.raises(ValueError, match="layout"):
+        Preprocessing(2, 2, 3, layout="CHWN")
