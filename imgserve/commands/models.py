@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=models_rollback)
 
     q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
-    q.add_argument("src")
-    q.add_argument("dst")
+    q.add_argument("src", help="source registry: a folder or s3://bucket/prefix")
+    q.add_argument("dst", help="destination registry: a folder or s3://bucket/prefix")
     q.add_argument("--model", default=None, help="only this model (default: all)")
     q.set_defaults(func=models_copy)
