@@ -157,11 +157,14 @@ def build_version(
     with steps.step(f"evaluate INT8 on {len(x_all)} test images"):
         int8_eval = evaluate_predictions(y_test, convert.onnx_predict(int8, x_all), labels)
     drop = fp32_eval.accuracy - int8_eval.accuracy
-    if drop > options.max_int8_drop:
+    # One image of slack: on a small upload's test set (4 images: 25 points each) a gate finer than one image
+    # only says "no answer may differ"; on Fashion-MNIST's 10k images it changes nothing.
+    allowed = max(options.max_int8_drop, 1 / max(1, fp32_eval.count))
+    if drop > allowed + 1e-9:
         raise ExportGateError(
             f"accuracy gate failed: INT8 top-1 accuracy {int8_eval.accuracy:.2%} is {100 * drop:.2f} points below "
             f"fp32 {fp32_eval.accuracy:.2%} on {fp32_eval.count} test images (allowed: "
-            f"{100 * options.max_int8_drop:.2f}); try another --quantization preset or more --calibration-size; "
+            f"{100 * allowed:.2f}); try another --quantization preset or more --calibration-size; "
             "nothing was registered"
         )
     return Measured(diff, fp32_eval, int8_eval, seconds)
