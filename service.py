@@ -72,7 +72,8 @@ class ImgServe:
         )
         metrics = ServingMetrics.get()
         self.runtime = ModelRuntime(
-            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission,
+            on_request=metrics.observe_inference,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
@@ -92,7 +93,7 @@ class ImgServe:
 
             self.grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request,
+                on_rpc=ServingMetrics.get().observe_rpc,
             )
 
     @bentoml.on_shutdown

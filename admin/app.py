@@ -33,7 +33,9 @@ MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around the uploaded f
 class AdminState:
     def __init__(self, settings: AdminSettings):
         self.settings = settings
-        self.registry = Registry(settings.models_dir)
+        self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
+        for stale in self.registry.clean_staging():
+            log.warning("removed %s: a version its writer never finished (killed?)", stale)
         self.datasets = DatasetStore(settings)
         self.jobs = JobStore(settings.jobs_dir)
         self.runner = JobRunner(settings, self.jobs, self.datasets.images_dir, on_finished=self.job_finished)

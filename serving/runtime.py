@@ -67,10 +67,11 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
+        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
     ):
         self.settings = settings
-        self.registry = Registry(settings.models_dir)
-        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch)
+        self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
+        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch, on_request=on_request)
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
         self._model: OnnxClassifier | None = None
         self._swap_lock = asyncio.Lock()
@@ -207,10 +208,20 @@ class ModelRuntime:
         return model
 
     async def _watch(self) -> None:
+        """Poll the alias file's tag (a stat-and-hash locally, one HEAD on S3) and reload only when it changed
+        or the last attempt failed: a replica polling every 2 s costs the store almost nothing."""
+        loop = asyncio.get_running_loop()
+        name = self.settings.model
+        seen: str | None = None
         while True:
             await asyncio.sleep(self.settings.poll_interval_s)
             try:
+                tag = await loop.run_in_executor(None, self.registry.aliases_tag, name)
+                unchanged = tag is not None and tag == seen and self.settings.version != "latest"  # new versions move no alias
+                if unchanged and self._model is not None and self.last_error is None:
+                    continue
                 await self.reload()
+                seen = tag  # read before the reload: a change during it is picked up on the next poll
             except asyncio.CancelledError:
                 raise
             except ImgServeError as exc:  # keep serving the current version; say why (once per distinct reason)
