@@ -21,13 +21,14 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
-from serving.keepalive import apply_keep_alive
 from serving.settings import ServeSettings
+from serving.uvicorn_config import configure_uvicorn
 
 settings = ServeSettings.from_env()
-# Before BentoML's worker configures uvicorn (it imports this file first): idle keep-alive connections are
-# closed by the client, never under a client that is about to reuse one (serving/keepalive.py).
-apply_keep_alive(settings.keep_alive_s)
+# Before BentoML's worker configures uvicorn (it imports this file first): our connection edge (header limits,
+# timeouts, lingering close, connections per worker) and a keep-alive that outlives the clients' own
+# (serving/uvicorn_config.py).
+configure_uvicorn(settings.keep_alive_s, settings.connection_limits())
 app = create_app(settings)
 
 
@@ -63,21 +64,24 @@ class ImgServe:
 
         for name in ("serving", "inference", "imgserve"):
             logging.getLogger(name).setLevel(settings.log_level)
-        from serving.keepalive import effective_keep_alive
+        from serving.uvicorn_config import effective_keep_alive
 
         keep_alive = effective_keep_alive()
         logging.getLogger("serving").info(
             "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
         )
         metrics = ServingMetrics.get()
-        self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
-        self.http = HttpFrontend(self.runtime, settings, metrics)
+        self.runtime = ModelRuntime(
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission,
+            on_request=metrics.observe_inference,
+        )
+        self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
         # Open Inference Protocol (KServe v2) REST under /v2, over the same runtime and batcher as /predict;
         # added here, in the worker, so BentoML's arbiter never imports numpy/ONNX Runtime to read the config.
         from serving.oip_rest import build_router
 
-        app.include_router(build_router(lambda: self.runtime, max_inflight=settings.inflight_limit()))
+        app.include_router(build_router(lambda: self.runtime))
 
     @bentoml.on_startup
     async def load_model(self) -> None:
@@ -89,7 +93,7 @@ class ImgServe:
 
             self.grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request, max_inflight=settings.inflight_limit(),
+                on_rpc=ServingMetrics.get().observe_rpc,
             )
 
     @bentoml.on_shutdown

@@ -78,10 +78,27 @@ class Overloaded(ImgServeError):
         super().__init__(message, retry_after=retry_after)
 
 
+class RateLimited(ImgServeError):
+    """This client sent more than its rate limit allows (serving/ratelimit.py); retry after ``retry_after``."""
+
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    error_type = "rate_limited"
+
+
 class NotReady(ImgServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
     error_type = "not_ready"
+
+
+class Conflict(ImgServeError):
+    """Someone else changed the same thing first (an alias moved, a version number was taken): nothing was
+    written; re-read and retry."""
+
+    http_status = 409
+    grpc_code = "ABORTED"
+    error_type = "conflict"
 
 
 class RegistryError(ImgServeError):

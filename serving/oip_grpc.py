@@ -26,18 +26,20 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from inference.errors import ImgServeError, InvalidInput
 
+from .edge import retry_after_value
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
 from .runtime import ModelRuntime
@@ -93,6 +95,20 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=[tensor(**t) for t in meta["inputs"]],
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, mc.ModelConfig()))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.model_statistics(request.name, request.version)
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        models = self.plane.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models])
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
@@ -198,7 +214,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except ImgServeError as exc:
                 code, details = getattr(grpc.StatusCode, exc.grpc_code), exc.message
                 if exc.retry_after:
-                    trailer = (("retry-after", str(math.ceil(exc.retry_after))),)
+                    trailer = (("retry-after", retry_after_value(exc.retry_after)),)
             except NotImplementedError:
                 code, details = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve"
             except asyncio.CancelledError:
@@ -245,15 +261,14 @@ async def start_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
-    max_inflight: int | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
 
     ``port`` defaults to ``runtime.settings.grpc_port``; 0 binds a free port (see ``.port``). With
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
-    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``max_inflight``: see
-    :class:`OipDataPlane` (e.g. ``settings.inflight_limit()``).
+    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``ModelInfer`` takes a slot of
+    the runtime's admission control, shared with HTTP and OIP REST.
     """
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
     if port is None:
@@ -265,8 +280,9 @@ async def start_grpc_server(
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        OipServicer(OipDataPlane(get_runtime, max_inflight=max_inflight)), server
+        OipServicer(OipDataPlane(get_runtime)), server
     )
+    _enable_reflection(server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
@@ -274,6 +290,18 @@ async def start_grpc_server(
     await server.start()
     log.info("OIP gRPC server listening on %s:%d", host, bound)
     return GrpcServer(server, host, bound)
+
+
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    """gRPC server reflection, so grpcurl-style tools can list and call the service without the .proto files.
+    grpcio-reflection (serve extra) must be below 1.82 next to tritonclient: later versions need protobuf 7."""
+    try:
+        from grpc_reflection.v1alpha import reflection
+    except ImportError:
+        log.warning("gRPC reflection is off: install grpcio-reflection (the serve extra lists it)")
+        return
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+    reflection.enable_server_reflection((service, reflection.SERVICE_NAME), server)
 
 
 # ---- client side (scripts, benchmarks) -----------------------------------------------------------

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.errors import ConfigError
+from inference.storage import path_to_str
 
 if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py without numpy/onnxruntime/Pillow
     from inference.batcher import BatchingConfig
     from inference.imagecodec import DecodeLimits
     from inference.session import SessionOptions
+
+    from .connection import ConnectionLimits
 
 DEFAULT_MODEL = "fashion-mnist"
 ALL_URLS = "."  # an OpenTelemetry excluded-URLs pattern (a regex searched in the URL) that matches every URL
@@ -30,7 +32,13 @@ def _cpus() -> int:
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSERVE_", extra="ignore")
 
-    models_dir: Path = Field(Path("models"), description="registry root")
+    models_dir: Annotated[str, BeforeValidator(path_to_str)] = Field(
+        "models", description="registry root: a folder or s3://bucket/prefix (docs/registry.md)"
+    )
+    cache_dir: Annotated[str | None, BeforeValidator(path_to_str)] = Field(
+        None, description="local copies of versions from an s3:// registry (default $XDG_CACHE_HOME/imgserve, "
+        "else ~/.cache/imgserve)",
+    )
     model: str = Field(DEFAULT_MODEL, description="model name in the registry")
     version: str = Field("production", description="alias or version number to serve")
     variant: Literal["int8", "fp32"] = "int8"
@@ -70,7 +78,16 @@ class ServeSettings(BaseSettings):
     keep_alive_s: int = Field(
         120, ge=1, le=3600,
         description="close an HTTP keep-alive connection after this many idle seconds; keep it longer than any "
-        "client's or proxy's idle timeout (serving/keepalive.py explains why)",
+        "client's or proxy's idle timeout (serving/uvicorn_config.py explains why)",
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line + headers, at most (431 beyond)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must be complete this long after its first byte (408 beyond)"
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body may pause this long, at most (408 beyond)")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections per worker (503 beyond)")
+    linger_s: float = Field(
+        30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
@@ -127,6 +144,17 @@ class ServeSettings(BaseSettings):
             # a `tracing.excluded_urls` in BentoML's own config file still takes precedence.
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
+
+    def connection_limits(self) -> ConnectionLimits:
+        from .connection import ConnectionLimits
+
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+            linger_s=self.linger_s,
+        )
 
     def batching(self) -> BatchingConfig:
         from inference.batcher import BatchingConfig
