@@ -122,15 +122,15 @@ def seed_registry(models_dir: Path) -> tuple[int, int]:
 
     shipped = Registry(REPO / "models")
     version = shipped.resolve(MODEL)
-    card, files = shipped.card(MODEL, version), shipped.version_dir(MODEL, version)
+    card = shipped.card(MODEL, version)
     registry = Registry(models_dir)
     seeded = card.replace(created_at="", command=f"python -m deploy.replicas (copy of the shipped v{version})")
     versions = []
     for _ in range(2):
         with registry.stage(MODEL) as staged:
             for variant in card.variants:
-                name = registry.model_file(MODEL, version, variant).name
-                shutil.copy2(files / name, staged / name)
+                source = shipped.model_file(MODEL, version, variant)
+                shutil.copy2(source, staged / source.name)
             versions.append(registry.register(staged, seeded).version)
     return versions[0], versions[1]
 
