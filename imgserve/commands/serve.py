@@ -62,6 +62,10 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
 
 def serve(args: argparse.Namespace) -> int:
     argv, env, root = serve_command(args)
+    if env.get("IMGSERVE_PROVIDERS"):  # one error line here rather than a traceback from bentoml's import
+        from inference.session import check_providers
+
+        check_providers(env["IMGSERVE_PROVIDERS"].split(","))
     if args.dry_run:
         print(" ".join(argv))
         return 0
