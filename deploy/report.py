@@ -39,6 +39,7 @@ class Report:
     replicas: list[str]
     kill: dict[str, float | str] = field(default_factory=dict)  # replica, killed_at, down_at, back_at
     lb_counters: dict[str, int] = field(default_factory=dict)
+    l7_retries: bool = True  # whether the balancer replayed requests that got no response (deploy/haproxy.py)
 
     def in_phase(self, name: str) -> list[Sample]:
         phase = next(p for p in self.phases if p.name == name)
@@ -68,7 +69,8 @@ class Report:
 
     def render(self, bucket_s: float = 2.0) -> str:
         lines = [f"Replica rehearsal: {len(self.replicas)} replicas behind HAProxy, alias poll {self.poll_interval_s:g} s, "
-                 f"v{self.old} = old version, v{self.new} = new version", "",
+                 f"v{self.old} = old version, v{self.new} = new version, "
+                 f"{'with' if self.l7_retries else 'WITHOUT'} the balancer's L7 retries", "",
                  "Timeline (requests by when they were sent; vN×k: k answers naming version N; ✗: failed):",
                  "   t (s)  " + "".join(f"{r:<14}" for r in self.replicas) + "failed"]
         events = sorted(self.events, key=lambda e: e.t)
