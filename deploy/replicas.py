@@ -115,8 +115,8 @@ class Rehearsal:
         self.phase("steady")
         time.sleep(3)
         self.phase("promote")
-        self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
-        self.report.swap_s["promote"] = self.wait_all_on(self.new)
+        sent = self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
+        self.report.swap_s["promote"] = self.wait_all_on(self.new, since=sent)
         time.sleep(2)
         self.phase("rolling restart")
         self.restart(first, kill=False)
@@ -125,20 +125,24 @@ class Rehearsal:
         self.restart(second, kill=True)
         time.sleep(2)
         self.phase("rollback")
-        self.admin_call("rollback", {"reason": "replica rehearsal"})
-        self.report.swap_s["rollback"] = self.wait_all_on(self.old)
+        sent = self.admin_call("rollback", {"reason": "replica rehearsal"})
+        self.report.swap_s["rollback"] = self.wait_all_on(self.old, since=sent)
         time.sleep(2)
 
-    def admin_call(self, verb: str, body: dict) -> None:
+    def admin_call(self, verb: str, body: dict) -> float:
+        """The admin runner's promote/rollback; returns when it was sent (monotonic): the alias changes during
+        the call, so delays counted from here include the call itself."""
+        sent = time.monotonic()
         self.mark(f"admin: {verb} {body}")
         resp = httpx.post(f"{self.admin.url}/models/{MODEL}/{verb}", json=body, timeout=60,
                           headers={"Authorization": f"Bearer {self.token}"})
         resp.raise_for_status()
         self.mark(f"admin: {verb} answered, production = v{resp.json()['aliases']['production']}")
+        return sent
 
-    def wait_all_on(self, version: int) -> dict[str, float]:
-        """Seconds from now until each replica's GET /model names ``version`` (polled every 100 ms)."""
-        t0, seen = time.monotonic(), {}
+    def wait_all_on(self, version: int, since: float) -> dict[str, float]:
+        """Seconds from ``since`` until each replica's GET /model names ``version`` (polled every 100 ms)."""
+        t0, seen = since, {}
         while len(seen) < len(self.replicas):
             for r in self.replicas:
                 if r.name not in seen and _served_version(r) == version:
