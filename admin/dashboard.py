@@ -30,10 +30,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
 
-from inference.errors import InvalidInput, NotFound, PayloadTooLarge
+from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image
 from inference.preprocess import preprocess_images
 from inference.registry import KERAS_FILE
+from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
@@ -145,8 +146,8 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
     async def confusion_png(name: str, version: str) -> Response:
         v = state.registry.resolve(name, version)
-        vdir = state.registry.version_dir(name, v)
-        png = confusion.find_png(vdir)
+        png_name = confusion.find_png(state.registry.version_files(name, v))
+        png = state.registry.fetch(name, v, png_name) if png_name else None
         if png is not None:
             return FileResponse(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
         card = state.registry.card(name, v)
@@ -161,8 +162,8 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         registry = state.registry
         v = registry.resolve(name, version)
         card = registry.card(name, v)
-        keras_path = registry.version_dir(name, v) / KERAS_FILE
-        if not keras_path.is_file():
+        keras_path = registry.fetch(name, v, KERAS_FILE)
+        if keras_path is None:
             raise KerasModelMissing(
                 f"version {v} of {name} has no {KERAS_FILE}: Grad-CAM needs the Keras model, and this version "
                 "was registered with its ONNX files only"
@@ -241,6 +242,7 @@ async def _read_image(request: Request) -> tuple[bytes, dict[str, str]]:
     """The ``image`` field of a multipart form (or a raw ``image/*`` body) and the other form fields."""
     ctype = request.headers.get("content-type", "")
     fields: dict[str, str] = {}
+    check_length(request, MAX_IMAGE_BYTES + 64 * 1024, "the image")  # 413 before reading
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_IMAGE_BYTES)
         upload = form.get("image")
@@ -249,16 +251,14 @@ async def _read_image(request: Request) -> tuple[bytes, dict[str, str]]:
                 fields[k] = val
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the image as the multipart field 'image'")
-        data = await upload.read(MAX_IMAGE_BYTES + 1)
+        data = await read_upload(upload, MAX_IMAGE_BYTES, "the image")
         fields["_filename"] = upload.filename or "image"
         fields["_content_type"] = upload.content_type or "application/octet-stream"
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
-        data = await request.body()
+        data = await read_body(request, MAX_IMAGE_BYTES, "the image")
         fields["_content_type"] = ctype
     else:
         raise InvalidInput("upload an image: multipart field 'image', or an image/* body", http_status=415)
-    if len(data) > MAX_IMAGE_BYTES:
-        raise PayloadTooLarge(f"the image exceeds {MAX_IMAGE_BYTES} bytes")
     if not data:
         raise InvalidInput("the image is empty")
     return data, fields
@@ -346,8 +346,8 @@ def per_class(metrics: dict[str, Any], labels: Sequence[str]) -> list[dict[str, 
 def version_view(state: AdminState, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:
     registry = state.registry
     card = registry.card(name, version)
-    vdir = registry.version_dir(name, version)
-    has_png = confusion.find_png(vdir) is not None
+    files = registry.version_files(name, version)
+    has_png = confusion.find_png(files) is not None
     has_matrix = confusion.find_matrix(card.metrics, len(card.labels)) is not None
     return {
         "version": version,
@@ -359,7 +359,7 @@ def version_view(state: AdminState, name: str, version: int, aliases: dict[str, 
         "accuracy": accuracies(card.metrics),
         "per_class": per_class(card.metrics, card.labels),
         "confusion": "png" if has_png else ("matrix" if has_matrix else None),
-        "has_keras": (vdir / KERAS_FILE).is_file(),
+        "has_keras": KERAS_FILE in files,
         "input": {"height": card.preprocessing.height, "width": card.preprocessing.width,
                   "channels": card.preprocessing.channels},
         "export": card.export,

@@ -25,6 +25,7 @@ from typing import Any
 from inference.atomic import atomic_write_json
 from inference.errors import ConfigError, InvalidInput, NotFound
 from inference.registry import utc_now
+from inference.storage import normalize_root
 
 from .settings import AdminSettings
 
@@ -208,7 +209,7 @@ class JobRunner:
         cmd = [
             self.settings.job_python or sys.executable, "-m", "imgserve", "retrain",
             "--name", p["model"],
-            "--models-dir", str(self.settings.models_dir.resolve()),
+            "--models-dir", normalize_root(self.settings.models_dir),
             "--arch", p["architecture"],
             "--epochs", str(p["epochs"]),
             "--work-dir", str((jdir / "run").resolve()),

@@ -45,14 +45,15 @@ class ServingMetrics:
         from prometheus_client import Counter, Gauge, Histogram  # see the module docstring for why here
 
         self.requests = Counter(
-            "imgserve_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"]
+            "imgserve_requests", "requests by endpoint (route template or grpc:Method) and status", ["endpoint", "status"]
         )
         self.latency = Histogram(
             "imgserve_request_duration_seconds", "HTTP request latency by endpoint", ["endpoint"],
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge(
-            "imgserve_requests_in_flight", "prediction requests being handled", multiprocess_mode="livesum"
+            "imgserve_requests_in_flight", "prediction requests admitted, all transports (HTTP, OIP REST, gRPC)",
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram("imgserve_batch_size", "rows per ONNX Runtime run", buckets=BATCH_BUCKETS)
         self.inference = Histogram(
@@ -98,6 +99,11 @@ class ServingMetrics:
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
+
+    def observe_admission(self, inflight: int, queue_depth: int) -> None:
+        """``ModelRuntime``'s ``on_admit`` hook: the worker's admitted requests and queued rows."""
+        self.in_flight.set(inflight)
+        self.queue_depth.set(queue_depth)
 
     def observe_batch(self, model: Any, rows: int, infer_seconds: float, max_wait_s: float) -> None:
         """``MicroBatcher``'s ``on_batch`` hook."""

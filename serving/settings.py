@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.errors import ConfigError
+from inference.storage import path_to_str
 
 if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py without numpy/onnxruntime/Pillow
     from inference.batcher import BatchingConfig
@@ -30,7 +30,13 @@ def _cpus() -> int:
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSERVE_", extra="ignore")
 
-    models_dir: Path = Field(Path("models"), description="registry root")
+    models_dir: Annotated[str, BeforeValidator(path_to_str)] = Field(
+        "models", description="registry root: a folder or s3://bucket/prefix (docs/registry.md)"
+    )
+    cache_dir: Annotated[str | None, BeforeValidator(path_to_str)] = Field(
+        None, description="local copies of versions from an s3:// registry (default $XDG_CACHE_HOME/imgserve, "
+        "else ~/.cache/imgserve)",
+    )
     model: str = Field(DEFAULT_MODEL, description="model name in the registry")
     version: str = Field("production", description="alias or version number to serve")
     variant: Literal["int8", "fp32"] = "int8"

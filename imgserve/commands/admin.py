@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from pathlib import Path
 
 from inference.errors import ConfigError
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_admin(args: argparse.Namespace) -> int:
@@ -24,10 +14,11 @@ def run_admin(args: argparse.Namespace) -> int:
 
     from admin.app import create_app
     from admin.settings import AdminSettings
+    from serving.edge import is_loopback
 
     overrides = {k: v for k, v in {"models_dir": args.models_dir, "data_dir": args.data_dir, "service_url": args.service_url}.items() if v is not None}
     settings = AdminSettings(**overrides)
-    if not settings.admin_token and not is_loopback_host(args.host):
+    if not settings.admin_token and not is_loopback(args.host):
         raise ConfigError(
             f"refusing to listen on {args.host} without a token: set IMGSERVE_ADMIN_TOKEN, or use --host 127.0.0.1"
         )
@@ -41,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("admin", help="run the admin runner (token: env IMGSERVE_ADMIN_TOKEN)")
     p.add_argument("--host", default=os.environ.get("IMGSERVE_ADMIN_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("IMGSERVE_ADMIN_PORT", "3001")))
-    p.add_argument("--models-dir", type=Path, default=None, help="registry root (env IMGSERVE_MODELS_DIR)")
+    p.add_argument("--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR)")
     p.add_argument("--data-dir", type=Path, default=None, help="datasets and jobs (env IMGSERVE_DATA_DIR, default data/)")
     p.add_argument("--service-url", default=None, help="inference service to notify on changes (env IMGSERVE_SERVICE_URL)")
     p.set_defaults(func=run_admin)
