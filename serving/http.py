@@ -26,6 +26,7 @@ from inference.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, 
 
 from .edge import check_admin, check_length, install_error_handlers, internal_error_response, read_body
 from .multipart import read_form
+from .ratelimit import http_client
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ class HttpFrontend:
         self.settings = settings
 
     async def predict(self, request: Request) -> JSONResponse:
-        with self.runtime.admit():
+        with self.runtime.admit(http_client(request)):
             image, form_top_k = await read_image(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images([image])
@@ -262,7 +263,7 @@ class HttpFrontend:
         return JSONResponse({**one, "model": model_ref(result)})
 
     async def predict_batch(self, request: Request) -> JSONResponse:
-        with self.runtime.admit():
+        with self.runtime.admit(http_client(request)):
             images, form_top_k = await read_images(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images(images)

@@ -111,6 +111,10 @@ class ServingMetrics:
         self.inference.observe(infer_seconds)
         self.queue_wait.observe(max_wait_s)
 
+    def observe_load_failure(self, model: str) -> None:
+        """``ModelRuntime``'s ``on_load_error`` hook."""
+        self.load_failures.labels(model).inc()
+
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""
         self.drift_psi.labels(model, str(version), signal).set(value)
@@ -121,5 +125,7 @@ class ServingMetrics:
             self.model_info.labels(*old_label.split(":", 2)).set(0)
         name, version, variant = new_label.split(":", 2)
         self.model_info.labels(name, version, variant).set(1)
+        self.ready.set(1)
+        self.load_failures.labels(name)  # the series exists (at 0) from the first load on, so increase() sees a failure
         self.swaps.labels(name).inc()
         self.load_seconds.observe(seconds)

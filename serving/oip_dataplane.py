@@ -55,9 +55,10 @@ class OipDataPlane:
         self._get_runtime = get_runtime
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request."""
-        with self.runtime.admit():
+    def admit(self, client: str | None = None) -> Iterator[None]:
+        """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request;
+        ``client`` is what the rate limit counts against (serving.ratelimit.client_key)."""
+        with self.runtime.admit(client):
             yield
 
     @property

@@ -29,6 +29,7 @@ from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, top_k
 
 from .admission import Admission
+from .ratelimit import RateLimiter
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ class Classification:
 
 # (old label or None, new label, seconds to load+warm)
 SwapObserver = Callable[[str | None, str, float], None]
+# (the model that answered, probabilities [N, C], uint8 NHWC pixels, encoded images or None, perf_counter at start)
+ClassifiedObserver = Callable[[OnnxClassifier, np.ndarray, np.ndarray, "list[bytes] | None", float], None]
 
 
 class ModelRuntime:
@@ -67,6 +70,9 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
+        on_classified: ClassifiedObserver | None = None,
+        on_load_error: Callable[[str], None] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
         self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
@@ -81,6 +87,9 @@ class ModelRuntime:
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
         self._on_admit = on_admit
+        self._on_classified = on_classified  # live ops: prediction log, drift (serving/ops.py)
+        self._on_load_error = on_load_error
+        self.rate_limiter = rate_limiter
         self.admission = Admission(settings.inflight_limit(), self.batcher.retry_after, on_change=self._admitted)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -198,8 +207,12 @@ class ModelRuntime:
                 model.max_batch = model.efficient_batch(self.settings.max_batch_size)
                 log.info("%s: batches of up to %d rows (fastest per row here)", model.label, model.max_batch)
         except ImgServeError:
+            if self._on_load_error:
+                self._on_load_error(name)
             raise
-        except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed
+        except Exception as exc:
+            if self._on_load_error:
+                self._on_load_error(name)  # ORT's messages carry file paths: log them, tell the client only what failed
             log.exception("loading %s v%s (%s) failed", name, version, variant)
             raise RegistryError(
                 f"model {name!r} v{version} ({variant}) could not be loaded ({type(exc).__name__}); see the server log"
@@ -232,10 +245,13 @@ class ModelRuntime:
 
     # ---- admission ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
+    def admit(self, client: str | None = None) -> Iterator[None]:
         """Every transport's prediction requests pass here before their body is read or decoded: 503 /
-        UNAVAILABLE at once when no model is loaded or the worker's in-flight limit is reached."""
+        UNAVAILABLE at once when no model is loaded or the worker's in-flight limit is reached; 429 /
+        RESOURCE_EXHAUSTED when ``client`` (serving.ratelimit.client_key) is over its rate limit."""
         self.model  # noqa: B018 - raises NotReady before a body nobody can serve is read
+        if self.rate_limiter is not None and client is not None:
+            self.rate_limiter.check(client)
         with self.admission.slot():
             yield
 
@@ -270,6 +286,7 @@ class ModelRuntime:
         """Encoded images -> probabilities, one row per image, from one model version."""
         if not images:
             raise InvalidInput("no images given")
+        started = time.perf_counter()
         model = self.model
         loop = asyncio.get_running_loop()
         if len(images) == 1:
@@ -296,16 +313,22 @@ class ModelRuntime:
                         raise type(item)(f"image {i}: {item.message}") from None
                     raise item
             pixels = np.stack(decoded)
-        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s)
+        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s, images=images, started=started)
 
     async def classify_pixels(
-        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
+        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None,
+        images: list[bytes] | None = None, started: float | None = None,
     ) -> Classification:
-        """uint8 NHWC pixels already at the model's size -> probabilities."""
+        """uint8 NHWC pixels already at the model's size -> probabilities. ``images`` (the encoded inputs) and
+        ``started`` only feed the ``on_classified`` observer."""
+        started = time.perf_counter() if started is None else started
         model = model or self.model
         if pixels.dtype != np.uint8:
             raise InvalidInput(f"pixel tensors must be uint8, got {pixels.dtype}")
-        return await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        result = await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        if self._on_classified is not None:
+            self._on_classified(model, result.probabilities, pixels, images, started)
+        return result
 
     async def classify_tensor(
         self, batch: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
