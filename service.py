@@ -76,7 +76,8 @@ class ImgServe:
         self.ops = LiveOps(settings, metrics)
         self.runtime = ModelRuntime(
             settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
-            on_classified=self.ops.observe, on_load_error=metrics.observe_load_failure, rate_limiter=self.ops.limiter,
+            on_request=metrics.observe_inference, on_classified=self.ops.observe,
+            on_load_error=metrics.observe_load_failure, rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
@@ -96,7 +97,7 @@ class ImgServe:
 
             self.grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request,
+                on_rpc=ServingMetrics.get().observe_rpc,
             )
 
     @bentoml.on_shutdown

@@ -38,7 +38,7 @@ from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
-from .jobs import ARCHITECTURES
+from .requests import ARCHITECTURES, VersionPath
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 
 if TYPE_CHECKING:
@@ -144,7 +144,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         }
 
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
-    async def confusion_png(name: str, version: str) -> Response:
+    async def confusion_png(name: str, version: VersionPath) -> Response:
         v = state.registry.resolve(name, version)
         png_name = confusion.find_png(state.registry.version_files(name, v))
         png = state.registry.fetch(name, v, png_name) if png_name else None
@@ -158,7 +158,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @router.post("/models/{name}/versions/{version}/gradcam", dependencies=deps)
-    async def explain(name: str, version: str, request: Request) -> dict[str, Any]:
+    async def explain(name: str, version: VersionPath, request: Request) -> dict[str, Any]:
         registry = state.registry
         v = registry.resolve(name, version)
         card = registry.card(name, v)

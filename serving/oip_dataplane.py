@@ -25,13 +25,19 @@ from inference.session import OnnxClassifier
 from inference.version import __version__
 
 from .oip_codec import RequestedOutput, Tensor, bytes_tensor
+from .oip_triton import (
+    IMAGE_INPUT,
+    LABEL_OUTPUT,
+    PIXEL_INPUT,
+    PLATFORM,
+    PROBS_OUTPUT,
+    model_config,
+    triton_stats,
+)
 from .runtime import Classification, ModelRuntime
 
 SERVER_NAME = "imgserve"
 EXTENSIONS = ("binary_tensor_data", "classification")
-PLATFORM = "onnxruntime_onnx"
-IMAGE_INPUT, PIXEL_INPUT = "image", "input"
-PROBS_OUTPUT, LABEL_OUTPUT = "probabilities", "label"
 OUTPUTS = (PROBS_OUTPUT, LABEL_OUTPUT)
 
 
@@ -120,6 +126,42 @@ class OipDataPlane:
                 {"name": LABEL_OUTPUT, "datatype": "BYTES", "shape": [-1]},
             ],
         }
+
+    def model_config(self, name: str, version: str = "") -> dict[str, Any]:
+        """Triton's model configuration of the served version (see :func:`oip_triton.model_config`)."""
+        model = self.resolve(name, version)
+        runtime = self.runtime
+        return model_config(model, runtime.batcher.config, runtime.settings.max_batch_images)
+
+    def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
+        """Triton's ``ModelStatistics`` for every served model (or ``name``[/``version``]), summed over the
+        worker processes: counts and cumulative nanoseconds from the batcher (queue: waiting for a lane;
+        compute_infer: the ORT run of the request's batch; success/fail: from queueing to result)."""
+        from .metrics import ServingMetrics
+
+        runtime = self.runtime
+        if name:
+            served = {(name, str(self.resolve(name, version).card.version))}
+        else:
+            served = {(runtime.settings.model, str(runtime.model.card.version))} if runtime.ready else set()
+        counters = ServingMetrics.get().model_statistics()
+        keys = served | {k for k in counters if (not name or k[0] == name) and (not version or k[1] == version)}
+        return {"model_stats": [triton_stats(k, counters.get(k, {})) for k in sorted(keys)]}
+
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+        """Every model in the registry: the served one READY at its served version, the rest UNAVAILABLE."""
+        runtime = self.runtime
+        served = runtime.settings.model
+        index = []
+        for name in sorted(set(runtime.registry.list_models()) | {served}):
+            if name == served and runtime.ready:
+                index.append({"name": name, "version": str(runtime.model.card.version), "state": "READY", "reason": ""})
+            elif name == served:
+                index.append({"name": name, "version": "", "state": "LOADING", "reason": runtime.last_error or ""})
+            else:
+                index.append({"name": name, "version": "", "state": "UNAVAILABLE",
+                              "reason": "in the registry, not served by this server (IMGSERVE_MODELS)"})
+        return [m for m in index if m["state"] == "READY"] if ready_only else index
 
     # ---- inference --------------------------------------------------------------------------------
     async def infer(

@@ -70,13 +70,14 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
+        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
         on_classified: ClassifiedObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
         self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
-        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch)
+        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch, on_request=on_request)
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
         self._model: OnnxClassifier | None = None
         self._swap_lock = asyncio.Lock()
