@@ -21,13 +21,14 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
-from serving.keepalive import apply_keep_alive
 from serving.settings import ServeSettings
+from serving.uvicorn_config import configure_uvicorn
 
 settings = ServeSettings.from_env()
-# Before BentoML's worker configures uvicorn (it imports this file first): idle keep-alive connections are
-# closed by the client, never under a client that is about to reuse one (serving/keepalive.py).
-apply_keep_alive(settings.keep_alive_s)
+# Before BentoML's worker configures uvicorn (it imports this file first): our connection edge (header limits,
+# timeouts, lingering close, connections per worker) and a keep-alive that outlives the clients' own
+# (serving/uvicorn_config.py).
+configure_uvicorn(settings.keep_alive_s, settings.connection_limits())
 app = create_app(settings)
 
 
@@ -63,7 +64,7 @@ class ImgServe:
 
         for name in ("serving", "inference", "imgserve"):
             logging.getLogger(name).setLevel(settings.log_level)
-        from serving.keepalive import effective_keep_alive
+        from serving.uvicorn_config import effective_keep_alive
 
         keep_alive = effective_keep_alive()
         logging.getLogger("serving").info(

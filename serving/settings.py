@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from inference.imagecodec import DecodeLimits
     from inference.session import SessionOptions
 
+    from .connection import ConnectionLimits
+
 DEFAULT_MODEL = "fashion-mnist"
 ALL_URLS = "."  # an OpenTelemetry excluded-URLs pattern (a regex searched in the URL) that matches every URL
 
@@ -76,7 +78,16 @@ class ServeSettings(BaseSettings):
     keep_alive_s: int = Field(
         120, ge=1, le=3600,
         description="close an HTTP keep-alive connection after this many idle seconds; keep it longer than any "
-        "client's or proxy's idle timeout (serving/keepalive.py explains why)",
+        "client's or proxy's idle timeout (serving/uvicorn_config.py explains why)",
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line + headers, at most (431 beyond)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must be complete this long after its first byte (408 beyond)"
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body may pause this long, at most (408 beyond)")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections per worker (503 beyond)")
+    linger_s: float = Field(
+        30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
@@ -158,6 +169,17 @@ class ServeSettings(BaseSettings):
             # a `tracing.excluded_urls` in BentoML's own config file still takes precedence.
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
+
+    def connection_limits(self) -> ConnectionLimits:
+        from .connection import ConnectionLimits
+
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+            linger_s=self.linger_s,
+        )
 
     def batching(self) -> BatchingConfig:
         from inference.batcher import BatchingConfig
