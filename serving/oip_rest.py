@@ -125,7 +125,7 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        with plane.admit(http_client(request)):
+        with plane.admit(name, http_client(request)):
             body = await read_body(request, max_body_bytes)
             args = (
                 body,

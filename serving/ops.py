@@ -76,10 +76,10 @@ class LiveOps:
         except Exception:
             log.exception("live ops: observing a prediction failed (the answer was sent)")
 
-    def on_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
-        """The runtime's ``on_swap`` hook: the metrics' own, then the replaced version's drift window goes."""
+    def on_swap(self, old_label: str | None, new_label: str, seconds: float, provider: str = "") -> None:
+        """A model slot's ``on_swap`` hook: the metrics' own, then the replaced version's drift window goes."""
         if self._metrics is not None:
-            self._metrics.observe_swap(old_label, new_label, seconds)
+            self._metrics.observe_swap(old_label, new_label, seconds, provider)
         if old_label and old_label != new_label and self.drift is not None:
             name, version, _ = old_label.split(":", 2)
             self.drift.forget(name, int(version))
