@@ -70,14 +70,16 @@ class ImgServe:
             "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
         )
         metrics = ServingMetrics.get()
-        self.runtime = ModelRuntime(settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap)
-        self.http = HttpFrontend(self.runtime, settings, metrics)
+        self.runtime = ModelRuntime(
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission
+        )
+        self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
         # Open Inference Protocol (KServe v2) REST under /v2, over the same runtime and batcher as /predict;
         # added here, in the worker, so BentoML's arbiter never imports numpy/ONNX Runtime to read the config.
         from serving.oip_rest import build_router
 
-        app.include_router(build_router(lambda: self.runtime, max_inflight=settings.inflight_limit()))
+        app.include_router(build_router(lambda: self.runtime))
 
     @bentoml.on_startup
     async def load_model(self) -> None:
@@ -89,7 +91,7 @@ class ImgServe:
 
             self.grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request, max_inflight=settings.inflight_limit(),
+                on_rpc=ServingMetrics.get().observe_request,
             )
 
     @bentoml.on_shutdown

@@ -8,19 +8,17 @@ which FastAPI + uvicorn give with the least machinery, and it keeps BentoML out 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
-from fastapi import Depends, FastAPI, Request, UploadFile
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, Request
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from inference.errors import ImgServeError, InvalidInput, NotFound
+from inference.errors import InvalidInput, NotFound
 from inference.registry import Registry
+from serving.edge import check_admin, check_length, install_error_handlers, read_body, read_upload
 
 from .dashboard import build_router
 from .datasets import DatasetStore
@@ -29,22 +27,7 @@ from .settings import AdminSettings
 
 log = logging.getLogger(__name__)
 
-
-class Unauthorized(ImgServeError):
-    http_status = 401
-    grpc_code = "UNAUTHENTICATED"
-    error_type = "unauthorized"
-
-
-def _is_loopback(host: str | None) -> bool:
-    if not host:
-        return False
-    if host in ("localhost", "testclient"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around the uploaded files
 
 
 class AdminState:
@@ -94,23 +77,10 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
     app = FastAPI(title="imgserve admin", lifespan=lifespan)
     app.state.admin = state
 
-    @app.exception_handler(ImgServeError)
-    async def _imgserve_error(_: Request, exc: ImgServeError) -> JSONResponse:
-        headers = {"Retry-After": str(int(exc.retry_after or 1))} if exc.http_status == 503 else None
-        if isinstance(exc, Unauthorized):
-            headers = {"WWW-Authenticate": "Bearer"}
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
+    install_error_handlers(app)  # the one JSON error shape, as on the inference service (serving/edge.py)
 
     def require_token(request: Request) -> None:
-        token = settings.admin_token
-        if not token:
-            if not _is_loopback(request.client.host if request.client else None):
-                raise Unauthorized("no admin token is configured; only loopback clients are served")
-            return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(), token.encode()):
-            raise Unauthorized("missing or wrong bearer token")
+        check_admin(request, settings.admin_token)
 
     auth = [Depends(require_token)]
 
@@ -122,21 +92,22 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
     @app.post("/datasets", dependencies=auth, status_code=201)
     async def upload_dataset(request: Request) -> dict[str, Any]:
         ctype = request.headers.get("content-type", "")
+        check_length(request, settings.max_upload_bytes + MULTIPART_SLACK, "the upload")  # 413 before reading
         if ctype.startswith("multipart/form-data"):
             form = await request.form(max_files=10_000, max_fields=100, max_part_size=settings.max_upload_bytes)
             upload = form.get("file")
             if isinstance(upload, StarletteUpload):
-                return state.datasets.ingest_zip(await _read_limited(upload, settings.max_upload_bytes)).to_dict()
+                return state.datasets.ingest_zip(await read_upload(upload, settings.max_upload_bytes)).to_dict()
             images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
             label = form.get("label")
             if images and isinstance(label, str):
-                files = [(f.filename or "image", await _read_limited(f, settings.max_upload_bytes)) for f in images]
+                files = [(f.filename or "image", await read_upload(f, settings.max_upload_bytes)) for f in images]
                 base = form.get("base")
                 info = state.datasets.ingest_images(files, label, base if isinstance(base, str) and base else None)
                 return info.to_dict()
             raise InvalidInput("send a zip as field 'file', or images as repeated field 'images' with a 'label'")
         if ctype in ("application/zip", "application/x-zip-compressed", "application/octet-stream"):
-            body = await _read_body_limited(request, settings.max_upload_bytes)
+            body = await read_body(request, settings.max_upload_bytes, "the upload")
             return state.datasets.ingest_zip(body).to_dict()
         raise InvalidInput("upload a zip (multipart field 'file' or an application/zip body)", http_status=415)
 
@@ -286,24 +257,3 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInput("the body must be a JSON object")
     return data
-
-
-async def _read_limited(upload: UploadFile | StarletteUpload, limit: int) -> bytes:
-    data = await upload.read(limit + 1)
-    if len(data) > limit:
-        from inference.errors import PayloadTooLarge
-
-        raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
-    return data
-
-
-async def _read_body_limited(request: Request, limit: int) -> bytes:
-    from inference.errors import PayloadTooLarge
-
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"upload exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)

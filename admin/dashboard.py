@@ -30,10 +30,11 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from starlette.datastructures import UploadFile
 
-from inference.errors import InvalidInput, NotFound, PayloadTooLarge
+from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image
 from inference.preprocess import preprocess_images
 from inference.registry import KERAS_FILE
+from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
@@ -241,6 +242,7 @@ async def _read_image(request: Request) -> tuple[bytes, dict[str, str]]:
     """The ``image`` field of a multipart form (or a raw ``image/*`` body) and the other form fields."""
     ctype = request.headers.get("content-type", "")
     fields: dict[str, str] = {}
+    check_length(request, MAX_IMAGE_BYTES + 64 * 1024, "the image")  # 413 before reading
     if ctype.startswith("multipart/form-data"):
         form = await request.form(max_files=1, max_fields=20, max_part_size=MAX_IMAGE_BYTES)
         upload = form.get("image")
@@ -249,16 +251,14 @@ async def _read_image(request: Request) -> tuple[bytes, dict[str, str]]:
                 fields[k] = val
         if not isinstance(upload, UploadFile):
             raise InvalidInput("send the image as the multipart field 'image'")
-        data = await upload.read(MAX_IMAGE_BYTES + 1)
+        data = await read_upload(upload, MAX_IMAGE_BYTES, "the image")
         fields["_filename"] = upload.filename or "image"
         fields["_content_type"] = upload.content_type or "application/octet-stream"
     elif ctype.startswith("image/") or ctype == "application/octet-stream":
-        data = await request.body()
+        data = await read_body(request, MAX_IMAGE_BYTES, "the image")
         fields["_content_type"] = ctype
     else:
         raise InvalidInput("upload an image: multipart field 'image', or an image/* body", http_status=415)
-    if len(data) > MAX_IMAGE_BYTES:
-        raise PayloadTooLarge(f"the image exceeds {MAX_IMAGE_BYTES} bytes")
     if not data:
         raise InvalidInput("the image is empty")
     return data, fields

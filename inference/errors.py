@@ -78,6 +78,14 @@ class Overloaded(ImgServeError):
         super().__init__(message, retry_after=retry_after)
 
 
+class RateLimited(ImgServeError):
+    """This client sent more than its rate limit allows (serving/ratelimit.py); retry after ``retry_after``."""
+
+    http_status = 429
+    grpc_code = "RESOURCE_EXHAUSTED"
+    error_type = "rate_limited"
+
+
 class NotReady(ImgServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"

@@ -4,45 +4,31 @@
 :class:`HttpFrontend`. Everything here is request plumbing: decoding, batching and model swaps belong to
 :class:`serving.runtime.ModelRuntime`.
 
-Errors: every :class:`ImgServeError` becomes its ``http_status`` with ``{"error": message, "type": ...}``,
-plus ``Retry-After`` (whole seconds) when it carries ``retry_after`` (``Overloaded``, ``NotReady`` -> 503).
-Anything else becomes a generic 500 whose traceback goes to the server log only.
+Errors are rendered by serving/edge.py (the one JSON shape, shared with OIP REST and the admin runner);
+anything unexpected becomes a generic 500 whose traceback goes to the server log only (:class:`RequestObserver`).
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import json
 import logging
-import math
 import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
-from inference.errors import (
-    ClientDisconnected,
-    Forbidden,
-    ImgServeError,
-    InvalidInput,
-    Overloaded,
-    PayloadTooLarge,
-    Unauthorized,
-    UnsupportedMediaType,
-)
+from inference.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
+from .edge import check_admin, check_length, install_error_handlers, internal_error_response, read_body
 from .multipart import read_form
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
-    from .metrics import ServingMetrics
     from .runtime import Classification, ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -51,23 +37,6 @@ access_log = logging.getLogger("imgserve.access")
 IMAGE_FIELDS = ("image", "file")  # /predict: one file under either name
 BATCH_FIELD = "images"  # /predict_batch: repeated
 RAW_TYPES = ("application/octet-stream",)  # plus image/*
-ENDPOINTS = frozenset({"/predict", "/predict_batch", "/model", "/reload"})
-_OIP_REST_SUFFIXES = ("/infer", "/ready")
-
-
-def endpoint_label(path: str) -> str:
-    """A bounded metrics label for a request path: our routes by name, OIP REST routes by kind."""
-    if path in ENDPOINTS:
-        return path
-    if path.startswith("/v2"):
-        if path.startswith("/v2/health/"):
-            return "v2:" + path.rsplit("/", 1)[-1]
-        if path.startswith("/v2/models/"):
-            return "v2:model_" + next((s[1:] for s in _OIP_REST_SUFFIXES if path.endswith(s)), "metadata")
-        return "v2:server_metadata"
-    return "other"
-
-
 MULTIPART_SLACK = 64 * 1024  # headers and boundaries around the files
 FAST_FORM_BYTES = 1024 * 1024  # multipart bodies up to this size are read whole and parsed by serving.multipart
 MAX_TOP_K = 1000
@@ -103,37 +72,6 @@ PREDICT_BATCH_OPENAPI = {
         }
     }
 }
-INTERNAL_ERROR = {"error": "internal server error; the server log has the details", "type": "internal_error"}
-
-
-# ---- error mapping (the one place) -----------------------------------------------------------------
-def error_response(exc: ImgServeError) -> JSONResponse:
-    headers: dict[str, str] = {}
-    if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if isinstance(exc, Unauthorized):
-        headers["WWW-Authenticate"] = "Bearer"
-    return JSONResponse(exc.to_dict(), status_code=exc.http_status, headers=headers)
-
-
-async def _imgserve_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImgServeError)
-    request.state.error = exc.message
-    return error_response(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
-    body = {"error": str(exc.detail), "type": "http_error"}
-    return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
-
-
-async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problems = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg')}" for e in exc.errors())
-    return error_response(InvalidInput(f"invalid request: {problems}"))
-
-
 class RequestObserver:
     """Pure ASGI middleware: per request one metrics sample and at most one structured log line; turns an
     unexpected exception into a generic JSON 500 (traceback logged here, never sent to the client)."""
@@ -165,27 +103,31 @@ class RequestObserver:
             log.exception("unexpected error on %s %s", scope.get("method"), scope.get("path"))
             state["error"] = "internal error"
             if not started:
-                await JSONResponse(INTERNAL_ERROR, status_code=500)(scope, receive, send)
+                await internal_error_response()(scope, receive, send)
             status = 500
         finally:
             seconds = time.perf_counter() - t0
             status = status or 499  # client went away before an answer
             path = scope.get("path", "").rstrip("/") or "/"
-            endpoint = endpoint_label(path)
-            ServingMetrics.get().observe_request(endpoint, status, seconds)
+            ServingMetrics.get().observe_request(route_label(scope), status, seconds)
             if self.access_log_enabled:
                 line = {"method": scope.get("method"), "path": path, "status": status, "ms": round(1e3 * seconds, 2)}
                 line.update({k: v for k, v in state.items() if k in ("model", "images", "label", "error")})
                 access_log.info(json.dumps(line, separators=(",", ":")))
 
 
+def route_label(scope: dict[str, Any]) -> str:
+    """The metrics label of a request: the path template of the route that matched it (``/predict``,
+    ``/v2/models/{name}/infer``), so the label set stays bounded and a new route needs no edit here."""
+    route = scope.get("route")
+    return getattr(route, "path_format", None) or getattr(route, "path", None) or "other"
+
+
 def create_app(settings: ServeSettings) -> FastAPI:
-    """The FastAPI app that service.py mounts: error handlers and the request observer, no routes (those are
-    methods of the BentoML service class, so they reach its runtime through ``self``)."""
+    """The FastAPI app that service.py mounts: error handlers and the request observer, no routes (service.py
+    adds its routes and the OIP REST router)."""
     app = FastAPI(title="imgserve", version="1", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
-    app.add_exception_handler(ImgServeError, _imgserve_error)
-    app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    install_error_handlers(app)
     app.add_middleware(RequestObserver, access_log_enabled=settings.access_log)
     return app
 
@@ -195,32 +137,10 @@ def media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-def _check_length(request: Request, limit: int) -> None:
-    """Refuse a body whose declared length is over ``limit`` before reading any of it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit} bytes")
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    _check_length(request, limit)
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
-    return b"".join(chunks)
-
-
 async def _read_form_files(request: Request, *, max_files: int, limit: int) -> tuple[list[tuple[str, Any]], str | None]:
     """Parse a multipart body; returns its (field, value) pairs and the ``top_k`` form field, if any. A value is
     text, or a file as bytes (small bodies: :mod:`serving.multipart`'s fast path) or as an ``UploadFile``."""
-    _check_length(request, limit)
+    check_length(request, limit)
     declared = request.headers.get("content-length", "")
     try:
         if declared.isdigit() and int(declared) <= FAST_FORM_BYTES:
@@ -315,22 +235,6 @@ def parse_top_k(raw: str | None, default: int) -> int:
     return k
 
 
-def check_admin(request: Request, token: str | None) -> None:
-    """``POST /reload``: bearer token when one is configured, else callers on this machine only."""
-    if token:
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-            raise Unauthorized("this endpoint needs the header 'Authorization: Bearer <IMGSERVE_ADMIN_TOKEN>'")
-        return
-    host = request.client.host if request.client else ""
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
-        raise Forbidden("this endpoint answers only local callers unless IMGSERVE_ADMIN_TOKEN is set")
-
-
 # ---- the routes' bodies --------------------------------------------------------------------------------
 def model_ref(result: Classification) -> dict[str, Any]:
     return {"name": result.card.name, "version": result.card.version, "variant": result.model.variant}
@@ -341,52 +245,27 @@ def predictions(result: Classification, k: int) -> list[dict[str, Any]]:
 
 
 class HttpFrontend:
-    """What each route does, given the process's runtime. Admission: at most ``settings.inflight_limit()``
-    prediction requests per worker are read at once; beyond that 503 + Retry-After before the body is read."""
+    """What each route does, given the process's runtime. Prediction routes take a slot of the runtime's one
+    admission control (shared with OIP REST and gRPC) before the body is read."""
 
-    def __init__(self, runtime: ModelRuntime, settings: ServeSettings, metrics: ServingMetrics):
+    def __init__(self, runtime: ModelRuntime, settings: ServeSettings):
         self.runtime = runtime
         self.settings = settings
-        self.metrics = metrics
-        self.inflight = 0
-        self.limit = settings.inflight_limit()
-
-    def _admit(self) -> None:
-        if self.inflight >= self.limit:
-            raise Overloaded(
-                f"too many requests in progress ({self.inflight}), retry later",
-                retry_after=self.runtime.batcher.retry_after(),
-            )
-        self.runtime.model  # noqa: B018 - raises NotReady (503) before reading a body nobody can serve
-        self.inflight += 1
-        self.metrics.in_flight.inc()
-
-    def _release(self) -> None:
-        self.inflight -= 1
-        self.metrics.in_flight.dec()
-        self.metrics.queue_depth.set(self.runtime.batcher.queue_depth)
 
     async def predict(self, request: Request) -> JSONResponse:
-        self._admit()
-        try:
+        with self.runtime.admit():
             image, form_top_k = await read_image(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images([image])
-            self.metrics.queue_depth.set(self.runtime.batcher.queue_depth)
-        finally:
-            self._release()
         (one,) = predictions(result, k)
         request.state.model, request.state.images, request.state.label = result.model.label, 1, one["label"]
         return JSONResponse({**one, "model": model_ref(result)})
 
     async def predict_batch(self, request: Request) -> JSONResponse:
-        self._admit()
-        try:
+        with self.runtime.admit():
             images, form_top_k = await read_images(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images(images)
-        finally:
-            self._release()
         request.state.model, request.state.images = result.model.label, len(images)
         return JSONResponse({"predictions": predictions(result, k), "model": model_ref(result)})
 

@@ -28,7 +28,11 @@ METRIC_NAMES = (
     "imgserve_model_info",
     "imgserve_model_swaps_total",
     "imgserve_model_load_seconds",
+    "imgserve_model_load_failures_total",
+    "imgserve_ready",
 )
+# Exported once there is something to report: a drift signal of a version with a reference.json.
+CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi",)
 
 
 class ServingMetrics:
@@ -41,14 +45,15 @@ class ServingMetrics:
         from prometheus_client import Counter, Gauge, Histogram  # see the module docstring for why here
 
         self.requests = Counter(
-            "imgserve_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"]
+            "imgserve_requests", "requests by endpoint (route template or grpc:Method) and status", ["endpoint", "status"]
         )
         self.latency = Histogram(
             "imgserve_request_duration_seconds", "HTTP request latency by endpoint", ["endpoint"],
             buckets=LATENCY_BUCKETS,
         )
         self.in_flight = Gauge(
-            "imgserve_requests_in_flight", "prediction requests being handled", multiprocess_mode="livesum"
+            "imgserve_requests_in_flight", "prediction requests admitted, all transports (HTTP, OIP REST, gRPC)",
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram("imgserve_batch_size", "rows per ONNX Runtime run", buckets=BATCH_BUCKETS)
         self.inference = Histogram(
@@ -70,6 +75,18 @@ class ServingMetrics:
             "imgserve_model_load_seconds", "seconds to load and warm a model version",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
+        self.load_failures = Counter(
+            "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
+        )
+        self.ready = Gauge(
+            "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
+            multiprocess_mode="livemin",
+        )
+        self.drift_psi = Gauge(
+            "imgserve_drift_psi", "population stability index of a live signal against the version's reference "
+            "(serving/drift.py; the highest worker counts)", ["model", "version", "signal"],
+            multiprocess_mode="livemax",
+        )
 
     @classmethod
     def get(cls) -> ServingMetrics:
@@ -83,11 +100,20 @@ class ServingMetrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
 
+    def observe_admission(self, inflight: int, queue_depth: int) -> None:
+        """``ModelRuntime``'s ``on_admit`` hook: the worker's admitted requests and queued rows."""
+        self.in_flight.set(inflight)
+        self.queue_depth.set(queue_depth)
+
     def observe_batch(self, model: Any, rows: int, infer_seconds: float, max_wait_s: float) -> None:
         """``MicroBatcher``'s ``on_batch`` hook."""
         self.batch_size.observe(rows)
         self.inference.observe(infer_seconds)
         self.queue_wait.observe(max_wait_s)
+
+    def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
+        """``DriftMonitor``'s ``on_psi`` hook."""
+        self.drift_psi.labels(model, str(version), signal).set(value)
 
     def observe_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
         """``ModelRuntime``'s ``on_swap`` hook; labels are ``name:version:variant``."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.errors import ConfigError, ImgServeError, InvalidInput, NotFound, NotReady, Overloaded
+from inference.errors import ImgServeError, InvalidInput, NotFound, NotReady
 from inference.session import OnnxClassifier
 from inference.version import __version__
 
@@ -47,31 +47,18 @@ class OipDataPlane:
     """Health, metadata and inference in OIP terms. ``get_runtime`` is called per request, so the adapter
     can be built before the runtime exists (a BentoML service creates it at startup).
 
-    ``max_inflight`` bounds the inference requests this front end reads, decodes and queues at once;
-    beyond it a request is refused at once (503 / UNAVAILABLE) before its body is parsed. ``None``: no
-    bound here (the batcher's bounded queue still sheds load, but only after decoding).
+    Admission (the worker's one in-flight limit, shared with ``/predict``) is the runtime's:
+    :meth:`ModelRuntime.admit`.
     """
 
-    def __init__(self, get_runtime: Callable[[], ModelRuntime], *, max_inflight: int | None = None):
-        if max_inflight is not None and max_inflight < 1:
-            raise ConfigError(f"max_inflight must be >= 1 (or None for no bound), got {max_inflight}")
+    def __init__(self, get_runtime: Callable[[], ModelRuntime]):
         self._get_runtime = get_runtime
-        self.max_inflight = max_inflight
-        self.inflight = 0
 
     @contextlib.contextmanager
     def admit(self) -> Iterator[None]:
-        """Hold one of the ``max_inflight`` inference slots for the duration of a request."""
-        if self.max_inflight is not None and self.inflight >= self.max_inflight:
-            raise Overloaded(
-                f"too many requests in progress ({self.inflight}), retry later",
-                retry_after=self.runtime.batcher.retry_after(),
-            )
-        self.inflight += 1
-        try:
+        """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request."""
+        with self.runtime.admit():
             yield
-        finally:
-            self.inflight -= 1
 
     @property
     def runtime(self) -> ModelRuntime:

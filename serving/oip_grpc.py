@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -38,6 +37,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from inference.errors import ImgServeError, InvalidInput
 
+from .edge import retry_after_value
 from .grpc_health import ReadinessHealth
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
@@ -199,7 +199,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             except ImgServeError as exc:
                 code, details = getattr(grpc.StatusCode, exc.grpc_code), exc.message
                 if exc.retry_after:
-                    trailer = (("retry-after", str(math.ceil(exc.retry_after))),)
+                    trailer = (("retry-after", retry_after_value(exc.retry_after)),)
             except NotImplementedError:
                 code, details = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve"
             except asyncio.CancelledError:
@@ -247,7 +247,6 @@ async def start_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
-    max_inflight: int | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
@@ -255,8 +254,8 @@ async def start_grpc_server(
     ``port`` defaults to ``runtime.settings.grpc_port``; 0 binds a free port (see ``.port``). With
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
-    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``max_inflight``: see
-    :class:`OipDataPlane` (e.g. ``settings.inflight_limit()``). ``grpc.health.v1`` reports ``ready()``
+    seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``ModelInfer`` takes a slot of
+    the runtime's admission control, shared with HTTP and OIP REST. ``grpc.health.v1`` reports ``ready()``
     (default: the model is loaded; the service adds "and not draining"), see serving/grpc_health.py.
     """
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
@@ -268,7 +267,7 @@ async def start_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
-    plane = OipDataPlane(get_runtime, max_inflight=max_inflight)
+    plane = OipDataPlane(get_runtime)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(plane), server)
     health = ReadinessHealth(ready or plane.ready)
     health.attach(server)

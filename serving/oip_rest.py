@@ -6,7 +6,8 @@ input's raw bytes in input order, sized by its ``binary_data_size`` parameter. O
 way when the request asks for it (``binary_data_output`` or a per-output ``binary_data``). BYTES inputs sent
 as JSON are UTF-8 strings, or base64 with the input parameter ``"content_type": "base64"``.
 
-Errors, mapped once by :class:`OipRoute`: ``{"error": "..."}`` with 400 / 404 / 413 / 503 (+ Retry-After).
+Errors, mapped once by :class:`OipRoute` through serving/edge.py (the shape every front end uses):
+``{"error": "...", "type": "..."}`` with 400 / 404 / 413 / 503 (+ Retry-After); KServe clients read ``error``.
 
 Mount it in any FastAPI app::
 
@@ -18,23 +19,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import zlib
 from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
-from starlette.requests import ClientDisconnect
 
-from inference.errors import (
-    ClientDisconnected,
-    ImgServeError,
-    InvalidInput,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-)
+from inference.errors import ImgServeError, InvalidInput, NotReady, PayloadTooLarge, UnsupportedMediaType
 
+from .edge import error_response, internal_error_response, read_body
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
 from .runtime import ModelRuntime
@@ -44,13 +38,6 @@ log = logging.getLogger(__name__)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 OFFLOAD_BYTES = 256 * 1024
-
-
-def error_response(status: int, message: str, retry_after: float | None = None) -> Response:
-    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after else None
-    return Response(
-        json.dumps({"error": message}), status_code=status, media_type="application/json", headers=headers
-    )
 
 
 class OipRoute(APIRoute):
@@ -63,10 +50,11 @@ class OipRoute(APIRoute):
             try:
                 return await handler(request)
             except ImgServeError as exc:
-                return error_response(exc.http_status, exc.message, exc.retry_after)
+                request.state.error = exc.message
+                return error_response(exc)
             except Exception:
                 log.exception("unexpected error in %s %s", request.method, request.url.path)
-                return error_response(500, "internal server error")
+                return internal_error_response()
 
         return guarded
 
@@ -75,11 +63,10 @@ def build_router(
     get_runtime: Callable[[], ModelRuntime],
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_inflight: int | None = None,
 ) -> APIRouter:
-    """The ``/v2`` routes over the runtime returned by ``get_runtime()`` (called per request).
-    ``max_inflight``: see :class:`OipDataPlane` (e.g. ``settings.inflight_limit()``)."""
-    plane = OipDataPlane(get_runtime, max_inflight=max_inflight)
+    """The ``/v2`` routes over the runtime returned by ``get_runtime()`` (called per request); inference takes a
+    slot of the runtime's admission control, shared with ``/predict`` and gRPC."""
+    plane = OipDataPlane(get_runtime)
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"], route_class=OipRoute)
 
     @router.get("/health/live")
@@ -89,7 +76,7 @@ def build_router(
     @router.get("/health/ready")
     async def server_ready() -> Response:
         if not plane.ready():
-            return error_response(503, "the model is not loaded yet", retry_after=1)
+            raise NotReady("the model is not loaded yet", retry_after=1)
         return _json({"ready": True})
 
     @router.get("")
@@ -115,7 +102,7 @@ def build_router(
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
         with plane.admit():
-            body = await _read_body(request, max_body_bytes)
+            body = await read_body(request, max_body_bytes)
             args = (
                 body,
                 request.headers.get("content-encoding"),
@@ -136,22 +123,6 @@ def build_router(
 
 
 # ---- request -------------------------------------------------------------------------------------
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # the client's doing: 499 in log and metrics, not an internal error with a traceback
-        raise ClientDisconnected("the client closed the connection before sending the whole body") from None
-    return b"".join(chunks)
-
-
 def _decode(
     body: bytes, encoding: str | None, header_length: str | None, limit: int
 ) -> tuple[dict[str, Any], list[Tensor], list[RequestedOutput], dict[str, Any]]:

@@ -9,10 +9,11 @@ version even if a swap happens meanwhile; the old session is freed when the last
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,7 @@ from inference.preprocess import image_to_pixels, normalize, to_model_layout
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, top_k
 
+from .admission import Admission
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ class ModelRuntime:
         *,
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
+        on_admit: Callable[[int, int], None] | None = None,
     ):
         self.settings = settings
         self.registry = Registry(settings.models_dir)
@@ -77,6 +80,8 @@ class ModelRuntime:
         self._inline_pixels = settings.inline_decode_pixels
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
+        self._on_admit = on_admit
+        self.admission = Admission(settings.inflight_limit(), self.batcher.retry_after, on_change=self._admitted)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -214,6 +219,19 @@ class ModelRuntime:
                 self.last_error = exc.message
             except Exception:
                 log.exception("alias watch: keeping %s", self._model.label if self._model else None)
+
+    # ---- admission ---------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def admit(self) -> Iterator[None]:
+        """Every transport's prediction requests pass here before their body is read or decoded: 503 /
+        UNAVAILABLE at once when no model is loaded or the worker's in-flight limit is reached."""
+        self.model  # noqa: B018 - raises NotReady before a body nobody can serve is read
+        with self.admission.slot():
+            yield
+
+    def _admitted(self, inflight: int) -> None:
+        if self._on_admit is not None:
+            self._on_admit(inflight, self.batcher.queue_depth)
 
     # ---- data plane --------------------------------------------------------------------------------
     def _decode_to_pixels(self, data: bytes, model: OnnxClassifier) -> np.ndarray:

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 from pathlib import Path
 
 from inference.errors import ConfigError
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def run_admin(args: argparse.Namespace) -> int:
@@ -24,10 +14,11 @@ def run_admin(args: argparse.Namespace) -> int:
 
     from admin.app import create_app
     from admin.settings import AdminSettings
+    from serving.edge import is_loopback
 
     overrides = {k: v for k, v in {"models_dir": args.models_dir, "data_dir": args.data_dir, "service_url": args.service_url}.items() if v is not None}
     settings = AdminSettings(**overrides)
-    if not settings.admin_token and not is_loopback_host(args.host):
+    if not settings.admin_token and not is_loopback(args.host):
         raise ConfigError(
             f"refusing to listen on {args.host} without a token: set IMGSERVE_ADMIN_TOKEN, or use --host 127.0.0.1"
         )

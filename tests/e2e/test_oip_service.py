@@ -80,4 +80,8 @@ def test_errors_map_to_status_codes(oip_server: tuple[Server, int]) -> None:
         g.infer("tiny", [bad])
     assert e.value.status() == "StatusCode.INVALID_ARGUMENT" and "28" in e.value.message()
     with server.client() as c:
-        assert c.get("/metrics").text.count('endpoint="grpc:ModelInfer"') >= 1
+        text = c.get("/metrics").text
+    assert text.count('endpoint="grpc:ModelInfer"') >= 1
+    # REST requests are labelled by the route template that matched, not by their path
+    assert 'imgserve_requests_total{endpoint="/v2/models/{name}/infer",status="404"}' in text
+    assert "imgserve_requests_in_flight" in text

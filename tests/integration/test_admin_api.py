@@ -113,7 +113,8 @@ def test_job_validation(client: TestClient) -> None:
 def test_no_token_means_loopback_only(tmp_path: Path) -> None:
     settings = AdminSettings(admin_token=None, models_dir=tmp_path / "m", data_dir=tmp_path / "d", service_url=None)
     with TestClient(create_app(settings), client=("203.0.113.5", 5000)) as remote:
-        assert remote.get("/datasets").status_code == 401
+        r = remote.get("/datasets")
+        assert r.status_code == 403 and r.json()["type"] == "forbidden" and "IMGSERVE_ADMIN_TOKEN" in r.json()["error"]
     with TestClient(create_app(settings), client=("127.0.0.1", 5000)) as local:
         assert local.get("/datasets").status_code == 200
 

@@ -15,7 +15,6 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from inference.registry import Registry
-from serving.oip_grpc import start_grpc_server
 from serving.settings import ServeSettings
 from tests.fixtures import register_tiny, tiny_card
 from tests.integration.oip_harness import OipTestServer
@@ -149,26 +148,41 @@ def test_hot_swap_reports_the_new_version(tmp_path: Path) -> None:
         server.stop()
 
 
-def test_max_inflight_refuses_before_decoding(overloaded: OipTestServer) -> None:
-    """With ``max_inflight`` a front end refuses a request before reading it (queue never reached)."""
-    server = overloaded.call(start_grpc_server(overloaded.runtime, "127.0.0.1", 0, max_inflight=1))
-    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
-    inp = grpcclient.InferInput("input", [1, H, W, C], "UINT8").set_data_from_numpy(
-        np.zeros((1, H, W, C), np.uint8)
-    )
+def test_one_admission_control_for_grpc_and_rest(overloaded: OipTestServer) -> None:
+    """gRPC and REST take slots of the runtime's one admission control: with a limit of 2, never more than 2
+    requests are admitted at once whatever the mix, and each transport refuses before decoding (503 /
+    UNAVAILABLE "too many requests in progress"), not only in the batcher's queue."""
+    runtime = overloaded.runtime
+    admission = runtime.admission
+    peak: list[int] = [0]
+    original_limit, original_hook = admission.limit, admission._on_change
 
-    def call() -> str:
+    def record(n: int) -> None:
+        peak[0] = max(peak[0], n)
+
+    admission.limit, admission._on_change = 2, record
+    grpc_client = grpcclient.InferenceServerClient(overloaded.grpc_url)
+    rest_client = httpclient.InferenceServerClient(overloaded.http_url, concurrency=8)
+    pixels = np.zeros((1, H, W, C), np.uint8)
+
+    def call(transport: str) -> str:
+        lib = grpcclient if transport == "grpc" else httpclient
+        inp = lib.InferInput("input", [1, H, W, C], "UINT8")
+        inp.set_data_from_numpy(pixels)
         try:
-            client.infer("slow", [inp])
-            return "ok"
+            (grpc_client if transport == "grpc" else rest_client).infer("slow", [inp])
+            return f"{transport}:ok"
         except InferenceServerException as exc:
-            assert exc.status() == "StatusCode.UNAVAILABLE", exc
-            return "busy" if "too many requests in progress" in exc.message() else exc.message()
+            busy = "too many requests in progress" in (exc.message() or "")
+            return f"{transport}:busy" if busy else f"{transport}:{exc.status()}:{exc.message()}"
 
     try:
-        with ThreadPoolExecutor(6) as pool:
-            outcomes = list(pool.map(lambda _: call(), range(6)))
+        with ThreadPoolExecutor(16) as pool:
+            outcomes = list(pool.map(call, ["grpc", "rest"] * 8))
     finally:
-        client.close()
-        overloaded.call(server.stop(0))
-    assert "ok" in outcomes and "busy" in outcomes, outcomes
+        admission.limit, admission._on_change = original_limit, original_hook
+        grpc_client.close()
+        rest_client.close()
+    assert peak[0] == 2, (peak, outcomes)
+    assert {"grpc:busy", "rest:busy"} <= set(outcomes), outcomes
+    assert set(outcomes) <= {"grpc:ok", "grpc:busy", "rest:ok", "rest:busy"}, outcomes
