@@ -4,11 +4,13 @@ The rules, which define what counts as a failed request when a replica is stoppe
 
 * A prober asks ``/readyz`` (and, with gRPC, ``grpc.health.v1``) every ``probe_s`` on a fresh connection, as
   a balancer's health check does. Its own errors are not requests.
-* A client opens a **new** connection only while the last probe said ready. Otherwise the request is
-  ``not_sent`` (the balancer would have sent it to another replica).
+* A client opens a **new** connection only while the last probe said ready. Otherwise it counts ``not_sent``
+  (the balancer would have sent the request to another replica) and looks again 20 ms later.
 * An **established** keep-alive connection keeps being used, whatever the probe says (a Kubernetes Service
   keeps routing an established connection to its pod), until the server closes it: a response carrying
   ``Connection: close``, or a clean end of stream while idle.
+* gRPC clients start a call only while gRPC health says SERVING (client-side health checking); calls in
+  flight must complete.
 * ``refused``: the TCP connect was refused (nothing was sent; safe to retry elsewhere).
 * ``failed``: everything else: a reset or an end of stream after the request was sent, a timeout, any status
   other than 200. A correct drain has none.
@@ -45,7 +47,8 @@ class Prober(threading.Thread):
         self.host, self.port, self.grpc_target, self.probe_s = host, port, grpc_target, probe_s
         self.ready = self.grpc_serving = False
         self.stop = threading.Event()
-        self.not_ready_at: float | None = None  # monotonic time of the first not-ready answer
+        self.not_ready_at: float | None = None  # monotonic time of the first not-ready answer (HTTP)
+        self.not_serving_at: float | None = None  # the same for gRPC health
 
     def _http_ready(self) -> bool:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=2)
@@ -73,6 +76,8 @@ class Prober(threading.Thread):
                     self.grpc_serving = status == health_pb2.HealthCheckResponse.SERVING
                 except Exception:  # noqa: BLE001 - unreachable = not serving, as for a balancer
                     self.grpc_serving = False
+                if not self.grpc_serving and self.not_serving_at is None:
+                    self.not_serving_at = time.monotonic()
             self.ready = ready
             if not ready and self.not_ready_at is None:
                 self.not_ready_at = time.monotonic()
@@ -179,7 +184,7 @@ class GrpcClient(threading.Thread):
                     continue
                 try:
                     client.infer(self.model, [inp], client_timeout=30)
-                    self.tally.add("ok")
+                    self.tally.add("grpc_ok")
                 except Exception as exc:  # noqa: BLE001 - classified, not hidden
                     self.tally.add("failed", f"gRPC {type(exc).__name__}: {exc}")
         finally:

@@ -27,14 +27,30 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def grpc_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, grpc_port: int) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("lifecycle")
     registry = Registry(tmp / "models")  # empty: model "tiny" has no versions yet
-    with running_server(registry, tmp, via_cli=True, wait_ready=False, poll_interval_s=0.3) as srv:
+    with running_server(registry, tmp, via_cli=True, wait_ready=False, poll_interval_s=0.3,
+                        grpc_port=grpc_port, grpc_host="127.0.0.1") as srv:
         yield srv
 
 
-def test_alive_but_not_ready_without_a_model(server: Server) -> None:
+def grpc_health(port: int, service: str = "") -> str:
+    """The server's ``grpc.health.v1`` answer, as a status name (a real client, as a Kubernetes probe)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def test_alive_but_not_ready_without_a_model(server: Server, grpc_port: int) -> None:
     with server.client() as client:
         assert client.get("/livez").status_code == 200
         assert client.get("/readyz").status_code == 503
@@ -47,9 +63,10 @@ def test_alive_but_not_ready_without_a_model(server: Server) -> None:
             assert "no versions" in resp.json()["error"]
             assert resp.headers["retry-after"].isdigit()
     assert "no model to serve yet" in server.log_text()
+    assert grpc_health(grpc_port) == grpc_health(grpc_port, "inference.GRPCInferenceService") == "NOT_SERVING"
 
 
-def test_becomes_ready_when_a_version_is_published(server: Server) -> None:
+def test_becomes_ready_when_a_version_is_published(server: Server, grpc_port: int) -> None:
     register_tiny(server.registry)
     t0 = time.monotonic()
     while httpx.get(server.url + "/readyz").status_code != 200:
@@ -58,6 +75,11 @@ def test_becomes_ready_when_a_version_is_published(server: Server) -> None:
     resp = httpx.post(server.url + "/predict", content=encode_image(sample_image(), "PNG"),
                       headers={"content-type": "image/png"})
     assert resp.status_code == 200 and resp.json()["model"]["version"] == 1
+    deadline = time.monotonic() + 5  # gRPC health follows readiness within its 0.5 s sync interval
+    while grpc_health(grpc_port) != "SERVING":
+        assert time.monotonic() < deadline, "gRPC health did not follow /readyz"
+        time.sleep(0.1)
+    assert grpc_health(grpc_port, "inference.GRPCInferenceService") == "SERVING"
 
 
 def test_cli_ran_bentoml_with_our_port(server: Server) -> None:
@@ -93,7 +115,7 @@ def test_sigterm_under_load_drops_nothing(tmp_path: Path) -> None:
         for c in clients:
             c.start()
         time.sleep(2.0)  # steady load
-        before = tally.counts["ok"]
+        before = tally.counts["ok"], tally.counts["grpc_ok"]
         t0 = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
         try:
@@ -108,14 +130,16 @@ def test_sigterm_under_load_drops_nothing(tmp_path: Path) -> None:
             c.join(timeout=30)
         prober.stop.set()
         not_ready_after = (prober.not_ready_at or float("inf")) - t0
+        not_serving_after = (prober.not_serving_at or float("inf")) - t0
         counts = dict(tally.counts)
-        print(f"\nSIGTERM under load: {counts}; ok before SIGTERM {before}; /readyz 503 after {not_ready_after:.2f} s;"
+        print(f"\nSIGTERM under load: {counts}; (ok, grpc_ok) before SIGTERM {before}; /readyz 503 after {not_ready_after:.2f} s,"
+              f" gRPC health NOT_SERVING after {not_serving_after:.2f} s;"
               f" exit after {exit_s:.2f} s (code {code}); idle connections: {idle_ends}")
         assert not tally.failures, f"{len(tally.failures)} failed: {Counter(tally.failures).most_common(5)}"
-        assert counts["ok"] > before, "no request was answered after SIGTERM"
+        assert counts["ok"] > before[0] and counts["grpc_ok"] > before[1], "nothing was answered after SIGTERM"
         assert counts.get("closed_by_server", 0) >= 32, "busy keep-alive connections must end with Connection: close"
         assert idle_ends == ["eof"] * 4, idle_ends
         assert code == 0, srv.log_text()[-3000:]
-        assert not_ready_after < 2.0, "readiness must turn 503 at once"
+        assert not_ready_after < 2.0 and not_serving_after < 2.0, "readiness must turn 503 / NOT_SERVING at once"
         assert exit_s < DRAIN_S + 10, f"exit took {exit_s:.1f} s (drain bound {DRAIN_S} s + margin for a loaded machine)"
         assert "Traceback" not in srv.log_text(), srv.log_text()[-4000:]
