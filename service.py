@@ -23,15 +23,16 @@ import bentoml
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
-from serving.keepalive import apply_keep_alive
+from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
 from serving.lifecycle import CloseWhenDraining, Drain
 from serving.settings import ServeSettings
+from serving.uvicorn_config import configure_uvicorn
 
 settings = ServeSettings.from_env()
-# Before BentoML's worker configures uvicorn (it imports this file first): idle keep-alive connections are
-# closed by the client, never under a client that is about to reuse one (serving/keepalive.py).
-apply_keep_alive(settings.keep_alive_s)
+# Before BentoML's worker configures uvicorn (it imports this file first): our connection edge (header limits,
+# timeouts, lingering close, connections per worker) and a keep-alive that outlives the clients' own
+# (serving/uvicorn_config.py).
+configure_uvicorn(settings.keep_alive_s, settings.connection_limits())
 app = create_app(settings)
 drain = Drain(settings.drain_s)  # this process's SIGTERM handling, installed by the worker's startup hook
 # BentoML's arbiter (`bentoml serve`, PID 1 in the image) imports this file too. At exit, Python's final
@@ -72,7 +73,7 @@ class ImgServe:
 
         for name in ("serving", "inference", "imgserve"):
             logging.getLogger(name).setLevel(settings.log_level)
-        from serving.keepalive import effective_keep_alive
+        from serving.uvicorn_config import effective_keep_alive
 
         keep_alive = effective_keep_alive()
         logging.getLogger("serving").info(
@@ -80,7 +81,8 @@ class ImgServe:
         )
         metrics = ServingMetrics.get()
         self.runtime = ModelRuntime(
-            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission,
+            on_request=metrics.observe_inference,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
@@ -101,7 +103,7 @@ class ImgServe:
 
             self.grpc = grpc = await start_grpc_server(
                 self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_request, ready=self.ready,
+                on_rpc=ServingMetrics.get().observe_rpc, ready=self.ready,
             )
             drain.on_drain(grpc.health.sync_soon)
             drain.on_close(grpc.stop)
@@ -134,11 +136,16 @@ async def predict_batch(request: Request) -> JSONResponse:
     return await _frontend().predict_batch(request)
 
 
-@app.get("/model", summary="The served model version's metadata")
+@app.get("/model", openapi_extra=MODEL_OPENAPI, summary="The served model version's metadata")
 async def model(request: Request) -> JSONResponse:
     return _frontend().model(request)
 
 
-@app.post("/reload", summary="Re-read the production alias now and hot-swap (admin)")
+@app.get("/models", summary="Every served model (the first is the default of /predict)")
+async def models(request: Request) -> JSONResponse:
+    return _frontend().models(request)
+
+
+@app.post("/reload", openapi_extra=MODEL_OPENAPI, summary="Re-read the production aliases now and hot-swap (admin)")
 async def reload(request: Request) -> JSONResponse:
     return await _frontend().reload(request)

@@ -7,6 +7,7 @@ which FastAPI + uvicorn give with the least machinery, and it keeps BentoML out 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -14,6 +15,8 @@ from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from inference.errors import InvalidInput, NotFound
@@ -23,20 +26,32 @@ from serving.edge import check_admin, check_length, install_error_handlers, read
 from .dashboard import build_router
 from .datasets import DatasetStore
 from .jobs import JobRunner, JobStore
+from .requests import (
+    JobRequest,
+    PromoteRequest,
+    RollbackRequest,
+    VersionPath,
+    VersionRef,
+    openapi_body,
+    parse_body,
+)
 from .settings import AdminSettings
 
 log = logging.getLogger(__name__)
 
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around the uploaded files
+MAX_JSON_BYTES = 64 * 1024  # the JSON bodies are a few hundred bytes
 
 
 class AdminState:
     def __init__(self, settings: AdminSettings):
         self.settings = settings
-        self.registry = Registry(settings.models_dir)
+        self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
+        for stale in self.registry.clean_staging():
+            log.warning("removed %s: a version its writer never finished (killed?)", stale)
         self.datasets = DatasetStore(settings)
         self.jobs = JobStore(settings.jobs_dir)
-        self.runner = JobRunner(settings, self.jobs, self.datasets.images_dir, on_finished=self.job_finished)
+        self.runner = JobRunner(settings, self.jobs, self.datasets.images_dir, self.registry, on_finished=self.job_finished)
 
     async def notify_service(self, name: str) -> dict[str, Any]:
         """Ask the inference service to reload now (its alias watch would pick the change up anyway)."""
@@ -74,7 +89,8 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         yield
         await state.runner.stop()
 
-    app = FastAPI(title="imgserve admin", lifespan=lifespan)
+    # /docs and /openapi.json are routes below, behind the token like the API they describe
+    app = FastAPI(title="imgserve admin", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.admin = state
 
     install_error_handlers(app)  # the one JSON error shape, as on the inference service (serving/edge.py)
@@ -88,6 +104,14 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"status": "ok", "auth": bool(settings.admin_token)}
 
+    @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", dependencies=auth, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="imgserve admin API")
+
     # ---- datasets --------------------------------------------------------------------------------
     @app.post("/datasets", dependencies=auth, status_code=201)
     async def upload_dataset(request: Request) -> dict[str, Any]:
@@ -97,18 +121,19 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
             form = await request.form(max_files=10_000, max_fields=100, max_part_size=settings.max_upload_bytes)
             upload = form.get("file")
             if isinstance(upload, StarletteUpload):
-                return state.datasets.ingest_zip(await read_upload(upload, settings.max_upload_bytes)).to_dict()
+                data = await read_upload(upload, settings.max_upload_bytes)
+                return (await asyncio.to_thread(state.datasets.ingest_zip, data)).to_dict()
             images = [f for f in form.getlist("images") if isinstance(f, StarletteUpload)]
             label = form.get("label")
             if images and isinstance(label, str):
                 files = [(f.filename or "image", await read_upload(f, settings.max_upload_bytes)) for f in images]
                 base = form.get("base")
-                info = state.datasets.ingest_images(files, label, base if isinstance(base, str) and base else None)
-                return info.to_dict()
+                base_id = base if isinstance(base, str) and base else None
+                return (await asyncio.to_thread(state.datasets.ingest_images, files, label, base_id)).to_dict()
             raise InvalidInput("send a zip as field 'file', or images as repeated field 'images' with a 'label'")
         if ctype in ("application/zip", "application/x-zip-compressed", "application/octet-stream"):
             body = await read_body(request, settings.max_upload_bytes, "the upload")
-            return state.datasets.ingest_zip(body).to_dict()
+            return (await asyncio.to_thread(state.datasets.ingest_zip, body)).to_dict()
         raise InvalidInput("upload a zip (multipart field 'file' or an application/zip body)", http_status=415)
 
     @app.get("/datasets", dependencies=auth)
@@ -120,15 +145,9 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         return state.datasets.get(dataset_id).to_dict()
 
     # ---- jobs ------------------------------------------------------------------------------------
-    @app.post("/jobs", dependencies=auth, status_code=202)
+    @app.post("/jobs", dependencies=auth, status_code=202, openapi_extra=openapi_body(JobRequest))
     async def start_job(request: Request) -> dict[str, Any]:
-        try:
-            params = await request.json()
-        except ValueError:
-            raise InvalidInput("the body must be a JSON object") from None
-        if not isinstance(params, dict):
-            raise InvalidInput("the body must be a JSON object")
-        return state.runner.submit(params)
+        return state.runner.submit(parse_body(JobRequest, await read_body(request, MAX_JSON_BYTES)))
 
     @app.get("/jobs", dependencies=auth)
     async def list_jobs() -> list[dict[str, Any]]:
@@ -169,12 +188,12 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         }
 
     @app.get("/models/{name}/versions/{version}", dependencies=auth)
-    async def get_version(name: str, version: str) -> dict[str, Any]:
+    async def get_version(name: str, version: VersionPath) -> dict[str, Any]:
         v = state.registry.resolve(name, version)
         return state.registry.card(name, v).to_dict()
 
     @app.get("/models/{name}/compare", dependencies=auth)
-    async def compare(name: str, a: str, b: str = "production") -> dict[str, Any]:
+    async def compare(name: str, a: VersionRef, b: VersionRef = "production") -> dict[str, Any]:
         va, vb = state.registry.resolve(name, a), state.registry.resolve(name, b)
         ca, cb = state.registry.card(name, va), state.registry.card(name, vb)
         acc_a, acc_b = ca.metrics.get("accuracy", {}), cb.metrics.get("accuracy", {})
@@ -189,26 +208,23 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
             "policy 'if-better' and a dataset to compare both on the same images",
         }
 
-    @app.post("/models/{name}/promote", dependencies=auth)
+    @app.post("/models/{name}/promote", dependencies=auth, openapi_extra=openapi_body(PromoteRequest))
     async def promote(name: str, request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
-        version = state.registry.resolve(name, body.get("version", "latest"))
-        policy = body.get("policy", "force")
-        if policy not in ("force", "if-better"):
-            raise InvalidInput("policy must be 'force' or 'if-better'")
+        body = parse_body(PromoteRequest, await read_body(request, MAX_JSON_BYTES))
+        version = state.registry.resolve(name, body.version)
         decision = None
-        if policy == "if-better":
-            dataset = body.get("dataset")
-            if not dataset:
+        if body.policy == "if-better":
+            if not body.dataset:
                 raise InvalidInput("policy 'if-better' needs a 'dataset' id to compare both versions on")
             from .policy import decide, list_labelled_images
 
-            images = list_labelled_images(state.datasets.images_dir(dataset))
-            margin = float(body.get("margin", settings.promote_margin))
-            decision = decide(state.registry, name, version, images, policy="if-better", margin=margin).to_dict()
+            images = list_labelled_images(state.datasets.images_dir(body.dataset))
+            margin = settings.promote_margin if body.margin is None else body.margin
+            verdict = await asyncio.to_thread(decide, state.registry, name, version, images, policy="if-better", margin=margin)
+            decision = verdict.to_dict()  # scoring both versions takes seconds: off the event loop
             if not decision["promote"]:
                 return {"promoted": False, "decision": decision, "aliases": _aliases(state.registry, name)}
-        reason = body.get("reason") or (decision["reason"] if decision else "promoted via admin API")
+        reason = body.reason or (decision["reason"] if decision else "promoted via admin API")
         state.registry.promote(name, version, reason=reason)
         return {
             "promoted": True,
@@ -217,11 +233,10 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
             "service": await state.notify_service(name),
         }
 
-    @app.post("/models/{name}/rollback", dependencies=auth)
+    @app.post("/models/{name}/rollback", dependencies=auth, openapi_extra=openapi_body(RollbackRequest))
     async def rollback(name: str, request: Request) -> dict[str, Any]:
-        body = await _json_body(request)
-        to = body.get("to")
-        state.registry.rollback(name, int(to) if to is not None else None, reason=body.get("reason") or "rollback via admin API")
+        body = parse_body(RollbackRequest, await read_body(request, MAX_JSON_BYTES))
+        state.registry.rollback(name, body.to, reason=body.reason or "rollback via admin API")
         return {"aliases": _aliases(state.registry, name), "service": await state.notify_service(name)}
 
     # ---- dashboard pages (+ the few JSON endpoints only they need), same token check ---------------
@@ -244,16 +259,3 @@ def _version_summary(registry: Registry, name: str, version: int, aliases: dict[
         "parent_version": card.parent_version,
         "aliases": [k for k, v in aliases.items() if v == version],
     }
-
-
-async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
-    try:
-        data = await request.json()
-    except ValueError:
-        raise InvalidInput("the body must be a JSON object") from None
-    if not isinstance(data, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return data

@@ -6,9 +6,9 @@ the training extra. Cells are shaded by the row-normalised value (recall), and s
 
 from __future__ import annotations
 
+import fnmatch
 import io
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,12 +17,13 @@ from PIL import Image, ImageDraw, ImageFont
 PNG_NAMES = ("confusion_matrix.png", "confusion.png", "evaluation_confusion.png")
 
 
-def find_png(version_dir: Path) -> Path | None:
-    """The confusion-matrix image in a version directory, under the names training is known to use."""
+def find_png(files: Iterable[str]) -> str | None:
+    """Which of a version's files is its confusion-matrix image, under the names training is known to use."""
+    names = set(files)
     for name in PNG_NAMES:
-        if (version_dir / name).is_file():
-            return version_dir / name
-    found = sorted(version_dir.glob("*confusion*.png"))
+        if name in names:
+            return name
+    found = sorted(n for n in names if "/" not in n and fnmatch.fnmatch(n, "*confusion*.png"))
     return found[0] if found else None
 
 

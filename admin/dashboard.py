@@ -38,7 +38,7 @@ from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
-from .jobs import ARCHITECTURES
+from .requests import ARCHITECTURES, VersionPath
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 
 if TYPE_CHECKING:
@@ -144,10 +144,10 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         }
 
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
-    async def confusion_png(name: str, version: str) -> Response:
+    async def confusion_png(name: str, version: VersionPath) -> Response:
         v = state.registry.resolve(name, version)
-        vdir = state.registry.version_dir(name, v)
-        png = confusion.find_png(vdir)
+        png_name = confusion.find_png(state.registry.version_files(name, v))
+        png = state.registry.fetch(name, v, png_name) if png_name else None
         if png is not None:
             return FileResponse(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
         card = state.registry.card(name, v)
@@ -158,12 +158,12 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
                         headers={"Cache-Control": "private, max-age=3600"})
 
     @router.post("/models/{name}/versions/{version}/gradcam", dependencies=deps)
-    async def explain(name: str, version: str, request: Request) -> dict[str, Any]:
+    async def explain(name: str, version: VersionPath, request: Request) -> dict[str, Any]:
         registry = state.registry
         v = registry.resolve(name, version)
         card = registry.card(name, v)
-        keras_path = registry.version_dir(name, v) / KERAS_FILE
-        if not keras_path.is_file():
+        keras_path = registry.fetch(name, v, KERAS_FILE)
+        if keras_path is None:
             raise KerasModelMissing(
                 f"version {v} of {name} has no {KERAS_FILE}: Grad-CAM needs the Keras model, and this version "
                 "was registered with its ONNX files only"
@@ -346,8 +346,8 @@ def per_class(metrics: dict[str, Any], labels: Sequence[str]) -> list[dict[str, 
 def version_view(state: AdminState, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:
     registry = state.registry
     card = registry.card(name, version)
-    vdir = registry.version_dir(name, version)
-    has_png = confusion.find_png(vdir) is not None
+    files = registry.version_files(name, version)
+    has_png = confusion.find_png(files) is not None
     has_matrix = confusion.find_matrix(card.metrics, len(card.labels)) is not None
     return {
         "version": version,
@@ -359,7 +359,7 @@ def version_view(state: AdminState, name: str, version: int, aliases: dict[str, 
         "accuracy": accuracies(card.metrics),
         "per_class": per_class(card.metrics, card.labels),
         "confusion": "png" if has_png else ("matrix" if has_matrix else None),
-        "has_keras": (vdir / KERAS_FILE).is_file(),
+        "has_keras": KERAS_FILE in files,
         "input": {"height": card.preprocessing.height, "width": card.preprocessing.width,
                   "channels": card.preprocessing.channels},
         "export": card.export,

@@ -1,8 +1,8 @@
 """Uploaded, validated, immutable datasets: ``<data>/datasets/<id>/images/<class>/<file>`` + ``dataset.json``.
 
 An upload is checked whole before anything becomes visible: zip entries with absolute paths, ``..``,
-symlinks or an extreme compression ratio are refused, every file must decode as an image, and there must be
-at least two classes. The dataset is built in a staging directory and renamed into place.
+symlinks, a NUL byte in the name or an extreme compression ratio are refused, every file must decode as an
+image, and there must be at least two classes. The dataset is built in a staging directory and renamed into place.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def check_label(label: str) -> str:
 
 
 def _safe_member_path(info: zipfile.ZipInfo) -> PurePosixPath:
+    if "\0" in info.orig_filename:  # zipfile cuts the name at the NUL: "a/\0x.png" would read as folder "a/"
+        raise InvalidInput(f"zip entry {info.orig_filename!r} has a NUL byte in its name")
     name = info.filename.replace("\\", "/")
     if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
         raise InvalidInput(f"zip entry {info.filename!r} has an absolute path")

@@ -2,10 +2,11 @@
 
 A job runs ``python -m imgserve retrain …`` (train → export → register a candidate → promotion policy) in
 its own process group, so the admin runner never imports TensorFlow and a crash or ``kill -9`` of the job
-cannot touch the runner. The registry only changes at the very end of a job (an atomic version rename, then
-an atomic alias write), so a job killed at any moment leaves production and the registry consistent.
+cannot touch the runner; the other way round, a job dies with its runner (see :mod:`admin.lifeline`).
+The registry only changes at the very end of a job (an atomic version rename, then an atomic alias write),
+so a job killed at any moment leaves production and the registry consistent.
 Job state is a JSON file per job, rewritten atomically on every change; on start-up, jobs that were
-running when the runner stopped are marked failed, queued ones run.
+running when the runner stopped are recorded as what they left behind, queued ones run.
 """
 
 from __future__ import annotations
@@ -23,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from inference.atomic import atomic_write_json
-from inference.errors import ConfigError, InvalidInput, NotFound
-from inference.registry import utc_now
+from inference.errors import ConfigError, NotFound
+from inference.registry import Registry, utc_now
+from inference.storage import normalize_root
 
+from .lifeline import die_with_parent, interrupted, registry_snapshot
+from .requests import JobRequest
 from .settings import AdminSettings
 
 log = logging.getLogger(__name__)
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
-ARCHITECTURES = ("small-cnn", "mobilenetv2")
 
 
 class JobStore:
@@ -88,11 +91,13 @@ class JobRunner:
         settings: AdminSettings,
         store: JobStore,
         images_dir: Callable[[str], Path],
+        registry: Registry,
         on_finished: Callable[[dict[str, Any]], Awaitable[None]] | None = None,  # may add fields to the job
     ):
         self.settings = settings
         self.store = store
         self.images_dir = images_dir
+        self.registry = registry
         self.on_finished = on_finished
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._cancelled: set[str] = set()
@@ -104,8 +109,7 @@ class JobRunner:
     def start(self) -> None:
         for job in self.store.all():
             if job["state"] == "running":
-                job.update(state="failed", finished_at=utc_now(), error="interrupted: the admin runner restarted")
-                self.store.save(job)
+                self.store.save(interrupted(job, self.store.dir(job["id"]), self.registry))
         self._task = asyncio.create_task(self._loop(), name="job-runner")
         self._wake.set()
 
@@ -121,24 +125,10 @@ class JobRunner:
                 await t
 
     # ---- API ---------------------------------------------------------------------------------------
-    def submit(self, params: dict[str, Any]) -> dict[str, Any]:
-        datasets = params.get("datasets") or []
-        if isinstance(datasets, str):
-            datasets = [datasets]
-        if not datasets:
-            raise InvalidInput("a job needs at least one dataset id in 'datasets'")
-        for ds in datasets:
+    def submit(self, request: JobRequest) -> dict[str, Any]:
+        """Queue a validated request; the datasets must exist now (a job must not fail later for a typo)."""
+        for ds in request.datasets:
             self.images_dir(ds)  # raises NotFound for an unknown dataset
-        arch = params.get("architecture", "small-cnn")
-        if arch not in ARCHITECTURES:
-            raise InvalidInput(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
-        epochs = int(params.get("epochs", 5))
-        if not 1 <= epochs <= 500:
-            raise InvalidInput("epochs must be between 1 and 500")
-        base = params.get("base_version", "production")
-        promote = params.get("promote", "if-better")
-        if promote not in ("if-better", "force", "never"):
-            raise InvalidInput("promote must be 'if-better', 'force' or 'never'")
         job = {
             "id": uuid.uuid4().hex[:12],
             "state": "queued",
@@ -146,14 +136,14 @@ class JobRunner:
             "started_at": None,
             "finished_at": None,
             "params": {
-                "datasets": datasets,
-                "model": params.get("model") or self.settings.model,
-                "architecture": arch,
-                "epochs": epochs,
-                "base_version": base,  # "production", a number, or null/"scratch" for from-scratch
-                "promote": promote,
-                "margin": float(params.get("margin", self.settings.promote_margin)),
-                "img_size": params.get("img_size"),
+                "datasets": list(request.datasets),
+                "model": request.model or self.settings.model,
+                "architecture": request.architecture,
+                "epochs": request.epochs,
+                "base_version": "scratch" if request.from_scratch else request.base_version,
+                "promote": request.promote,
+                "margin": self.settings.promote_margin if request.margin is None else request.margin,
+                "img_size": request.img_size,
             },
             "error": None,
             "result": None,
@@ -208,7 +198,7 @@ class JobRunner:
         cmd = [
             self.settings.job_python or sys.executable, "-m", "imgserve", "retrain",
             "--name", p["model"],
-            "--models-dir", str(self.settings.models_dir.resolve()),
+            "--models-dir", normalize_root(self.settings.models_dir),
             "--arch", p["architecture"],
             "--epochs", str(p["epochs"]),
             "--work-dir", str((jdir / "run").resolve()),
@@ -232,7 +222,8 @@ class JobRunner:
         job_id = job["id"]
         jdir = self.store.dir(job_id)
         cmd = self.command(job)
-        job.update(state="running", started_at=utc_now(), command=cmd)
+        job.update(state="running", started_at=utc_now(), command=cmd,
+                   registry_before=registry_snapshot(self.registry, job["params"]["model"]))
         self.store.save(job)
         log.info("job %s: starting %s", job_id, " ".join(cmd))
         env = dict(os.environ)
@@ -241,7 +232,7 @@ class JobRunner:
         with open(jdir / "log.txt", "ab") as logf:
             proc = await asyncio.create_subprocess_exec(
                 *cmd, stdout=logf, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-                env=env, start_new_session=True,
+                env=env, start_new_session=True, preexec_fn=die_with_parent(),
             )
             self._procs[job_id] = proc
             job["pid"] = proc.pid

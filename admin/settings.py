@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from inference.storage import path_to_str
 
 
 class AdminSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSERVE_", extra="ignore")
 
     admin_token: str | None = Field(None, description="bearer token; unset = bind to 127.0.0.1 only")
-    models_dir: Path = Path("models")
+    models_dir: Annotated[str, BeforeValidator(path_to_str)] = Field("models", description="registry root: a folder or s3://bucket/prefix")
+    cache_dir: Annotated[str | None, BeforeValidator(path_to_str)] = Field(None, description="local copies of s3:// versions")
     data_dir: Path = Field(Path("data"), description="uploaded datasets and job records")
     model: str = Field("fashion-mnist", description="default model name for jobs")
     service_url: str | None = Field("http://127.0.0.1:3000", description="inference service to tell about reloads")

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,23 +58,88 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+STAGING_PREFIX = ".staging-"
+STALE_UNLOCKED_S = 600.0  # a staging folder without its lock file (older code, or a crash between the two) is stale after this
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file, then every directory bottom-up: after this, a power loss cannot leave any of them
+    empty or missing once a rename has made ``root`` visible (ext4/xfs order data and rename only this way)."""
+    for dirpath, _dirs, files in os.walk(root, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def publish_dir(staged: Path, final: Path) -> Path:
+    """Make a fully written ``staged`` directory visible as ``final`` in one step, durably: contents are
+    fsynced before the rename, the parent directory after it. ``final`` must not exist."""
+    fsync_tree(staged)
+    os.rename(staged, final)
+    _fsync_dir(final.parent)
+    return final
+
+
 @contextlib.contextmanager
-def staging_dir(parent: str | os.PathLike[str], prefix: str = ".staging-") -> Iterator[Path]:
+def staging_dir(parent: str | os.PathLike[str], prefix: str = STAGING_PREFIX) -> Iterator[Path]:
     """Yield a fresh temp directory under ``parent``; it is removed if the block raises.
 
-    The caller renames it into place (``os.rename``) when complete, so the final directory
-    appears whole or not at all.
+    The caller renames it into place (:func:`publish_dir`) when complete, so the final directory appears
+    whole or not at all. While the block runs, this process holds an ``flock`` on ``<dir>.lock`` beside it:
+    the kernel drops that lock when the process dies (even by kill -9), which is how
+    :func:`clean_stale_staging` tells a dead writer's leftovers from a live writer's work in progress.
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the renamed directory must be readable like any other
+    name = f"{prefix}{os.getpid()}-{secrets.token_hex(6)}"
+    lock_path = parent / f"{name}.lock"
+    lock = open(lock_path, "x")  # noqa: SIM115 - held for the whole block
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    tmp = parent / name
     try:
+        tmp.mkdir()  # 0777 less the umask: the renamed directory must be readable like any other
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     finally:
-        # If the caller renamed it, tmp no longer exists; if it did not, clean up.
+        # If the caller renamed it, tmp no longer exists; if it did not (error or not published), clean up.
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            lock_path.unlink()
+        lock.close()
+
+
+def clean_stale_staging(parent: str | os.PathLike[str], prefix: str = STAGING_PREFIX) -> list[Path]:
+    """Remove staging folders under ``parent`` whose writer is gone (its lock is free) and return them.
+
+    A live writer, in this process or another on this machine, holds its lock and is left alone however long
+    it takes; a folder with no lock file at all is removed only once it is older than ``STALE_UNLOCKED_S``."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for entry in sorted(parent.iterdir()):
+        if not entry.name.startswith(prefix) or entry.name.endswith(".lock") or not entry.is_dir():
+            continue
+        lock_path = entry.parent / f"{entry.name}.lock"
+        try:
+            lock = open(lock_path)  # noqa: SIM115
+        except FileNotFoundError:
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - entry.stat().st_mtime > STALE_UNLOCKED_S:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    removed.append(entry)
+            continue
+        with lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its writer is alive
+            shutil.rmtree(entry, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                lock_path.unlink()
+            removed.append(entry)
+    return removed

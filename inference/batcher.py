@@ -74,10 +74,15 @@ def _predict(model: BatchModel, parts: list[np.ndarray]) -> np.ndarray:
 
 
 BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
+# (model, ok, queue_seconds, compute_seconds, total_seconds): once per request that reached the batcher, the
+# Triton-style per-request statistics (a refused request: ok False and zero times).
+RequestObserver = Callable[[Any, bool, float, float, float], None]
 
 
 class MicroBatcher:
-    def __init__(self, config: BatchingConfig, *, on_batch: BatchObserver | None = None):
+    def __init__(
+        self, config: BatchingConfig, *, on_batch: BatchObserver | None = None, on_request: RequestObserver | None = None
+    ):
         self.config = config
         self._queue: collections.deque[_Request] = collections.deque()
         self._queued_rows = 0
@@ -85,6 +90,7 @@ class MicroBatcher:
         self._lanes: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(max_workers=config.lanes, thread_name_prefix="ort-lane")
         self._on_batch = on_batch
+        self._on_request = on_request
         self._row_seconds = 0.0  # EWMA of inference seconds per row, for wait estimates
         self._running = 0
         self._closed = False
@@ -135,6 +141,7 @@ class MicroBatcher:
         if n < 1:
             raise ValueError("rows must hold at least one input")
         if self._queued_rows and self._queued_rows + n > self.config.max_queue:  # (a lone request may exceed it)
+            self._observe(model, False)
             raise Overloaded(
                 f"the inference queue is full ({self._queued_rows} waiting), retry later",
                 retry_after=self.retry_after(),
@@ -142,6 +149,7 @@ class MicroBatcher:
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         est_wait = (self._queued_rows + n) * self._row_seconds / self.config.lanes
         if self._row_seconds and est_wait > timeout:
+            self._observe(model, False)
             raise Overloaded(
                 f"estimated wait {est_wait:.2f}s exceeds the request deadline {timeout:.2f}s",
                 retry_after=self.retry_after(),
@@ -174,6 +182,7 @@ class MicroBatcher:
                 req.future.set_exception(
                     Overloaded("the request waited past its deadline in the queue", retry_after=self.retry_after())
                 )
+                self._observe(req.model, False, now - req.enqueued, 0.0, now - req.enqueued)
                 continue
             if model is None:
                 model = req.model
@@ -220,6 +229,13 @@ class MicroBatcher:
                 self._wake_one()
             await self._run(loop, batch)
 
+    def _observe(self, model: Any, ok: bool, queue_s: float = 0.0, compute_s: float = 0.0, total_s: float = 0.0) -> None:
+        if self._on_request is not None:
+            try:
+                self._on_request(model, ok, queue_s, compute_s, total_s)
+            except Exception:
+                log.exception("request observer failed")
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         model = batch[0].model
         n = sum(r.rows.shape[0] for r in batch)
@@ -235,9 +251,11 @@ class MicroBatcher:
             raise
         except Exception as exc:  # a model failure fails this batch only, with the real reason logged
             log.exception("inference failed for a batch of %d rows", n)
+            failed = time.perf_counter()
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(exc)
+                self._observe(model, False, started - req.enqueued, failed - started, failed - req.enqueued)
             return
         finally:
             self._running -= 1
@@ -245,11 +263,13 @@ class MicroBatcher:
         per_row = elapsed / n
         self._row_seconds = per_row if not self._row_seconds else 0.8 * self._row_seconds + 0.2 * per_row
         offset = 0
+        done = time.perf_counter()
         for req in batch:
             k = req.rows.shape[0]
             if not req.future.done():
                 req.future.set_result(outputs[offset : offset + k])
             offset += k
+            self._observe(model, True, started - req.enqueued, elapsed, done - req.enqueued)
         if self._on_batch is not None:
             try:
                 self._on_batch(model, n, elapsed, max_wait)

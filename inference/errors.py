@@ -92,6 +92,15 @@ class NotReady(ImgServeError):
     error_type = "not_ready"
 
 
+class Conflict(ImgServeError):
+    """Someone else changed the same thing first (an alias moved, a version number was taken): nothing was
+    written; re-read and retry."""
+
+    http_status = 409
+    grpc_code = "ABORTED"
+    error_type = "conflict"
+
+
 class RegistryError(ImgServeError):
     http_status = 500
     error_type = "registry_error"

@@ -9,7 +9,9 @@ Outside BentoML (unit tests) the same objects land in the default registry.
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from typing import Any
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -28,11 +30,35 @@ METRIC_NAMES = (
     "imgserve_model_info",
     "imgserve_model_swaps_total",
     "imgserve_model_load_seconds",
+    "imgserve_model_inferences_total",
+    "imgserve_model_executions_total",
+    "imgserve_model_requests_total",
+    "imgserve_model_request_seconds_total",
+    "imgserve_model_queue_seconds_total",
+    "imgserve_model_compute_seconds_total",
+    "imgserve_model_last_inference_timestamp_seconds",
     "imgserve_model_load_failures_total",
     "imgserve_ready",
 )
 # Exported once there is something to report: a drift signal of a version with a reference.json.
 CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi",)
+
+# One ``status`` vocabulary for every protocol: the HTTP status code. A gRPC call's code is mapped to its HTTP
+# equivalent (the mapping grpc-gateway and Google's API design guide use), so ``status=~"5.."`` finds server-side
+# failures whichever protocol carried them; the ``protocol`` label tells the two apart.
+GRPC_TO_HTTP = {
+    "OK": 200, "CANCELLED": 499, "UNKNOWN": 500, "INVALID_ARGUMENT": 400, "DEADLINE_EXCEEDED": 504,
+    "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "PERMISSION_DENIED": 403, "RESOURCE_EXHAUSTED": 429,
+    "FAILED_PRECONDITION": 400, "ABORTED": 409, "OUT_OF_RANGE": 400, "UNIMPLEMENTED": 501, "INTERNAL": 500,
+    "UNAVAILABLE": 503, "DATA_LOSS": 500, "UNAUTHENTICATED": 401,
+}
+# Per model and version, what Triton's ModelStatistics reports (serving/oip_dataplane.py reads them back).
+_STAT_COUNTERS = {
+    "imgserve_model_inferences": "inference_count",
+    "imgserve_model_executions": "execution_count",
+    "imgserve_model_queue_seconds": "queue_s",
+    "imgserve_model_compute_seconds": "compute_s",
+}
 
 
 class ServingMetrics:
@@ -45,7 +71,9 @@ class ServingMetrics:
         from prometheus_client import Counter, Gauge, Histogram  # see the module docstring for why here
 
         self.requests = Counter(
-            "imgserve_requests", "requests by endpoint (route template or grpc:Method) and status", ["endpoint", "status"]
+            "imgserve_requests", "requests by endpoint (route template or grpc:Method), protocol and HTTP status "
+            "(gRPC codes mapped to their HTTP equivalents)",
+            ["endpoint", "protocol", "status"],
         )
         self.latency = Histogram(
             "imgserve_request_duration_seconds", "HTTP request latency by endpoint", ["endpoint"],
@@ -55,19 +83,23 @@ class ServingMetrics:
             "imgserve_requests_in_flight", "prediction requests admitted, all transports (HTTP, OIP REST, gRPC)",
             multiprocess_mode="livesum",
         )
-        self.batch_size = Histogram("imgserve_batch_size", "rows per ONNX Runtime run", buckets=BATCH_BUCKETS)
+        self.batch_size = Histogram(
+            "imgserve_batch_size", "rows per ONNX Runtime run", ["model"], buckets=BATCH_BUCKETS
+        )
         self.inference = Histogram(
-            "imgserve_inference_seconds", "seconds per ONNX Runtime run (one batch)", buckets=INFERENCE_BUCKETS
+            "imgserve_inference_seconds", "seconds per ONNX Runtime run (one batch)", ["model"],
+            buckets=INFERENCE_BUCKETS,
         )
         self.queue_wait = Histogram(
-            "imgserve_queue_wait_seconds", "longest wait in the queue of the requests in a batch",
+            "imgserve_queue_wait_seconds", "longest wait in the queue of the requests in a batch", ["model"],
             buckets=LATENCY_BUCKETS,
         )
         self.queue_depth = Gauge(
             "imgserve_queue_depth", "rows waiting for a batch lane", multiprocess_mode="livesum"
         )
         self.model_info = Gauge(
-            "imgserve_model_info", "the served model version (1) per worker", ["model", "version", "variant"],
+            "imgserve_model_info", "the served model version (1) per worker, with the ONNX Runtime execution "
+            "provider running it", ["model", "version", "variant", "provider"],
             multiprocess_mode="livemax",
         )
         self.swaps = Counter("imgserve_model_swaps", "model versions swapped in (including the first load)", ["model"])
@@ -75,6 +107,26 @@ class ServingMetrics:
             "imgserve_model_load_seconds", "seconds to load and warm a model version",
             buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
+        per_model = ["model", "version"]
+        self.inferences = Counter("imgserve_model_inferences", "rows (images) run by the model", per_model)
+        self.executions = Counter("imgserve_model_executions", "model executions (batches)", per_model)
+        self.model_requests = Counter(
+            "imgserve_model_requests", "requests that reached the model's queue, by outcome", [*per_model, "outcome"]
+        )
+        self.model_request_seconds = Counter(
+            "imgserve_model_request_seconds", "seconds from queueing to result, summed, by outcome",
+            [*per_model, "outcome"],
+        )
+        self.queue_seconds = Counter("imgserve_model_queue_seconds", "seconds requests waited for a lane, summed", per_model)
+        self.compute_seconds = Counter(
+            "imgserve_model_compute_seconds", "seconds of model execution per request, summed", per_model
+        )
+        self.last_inference = Gauge(
+            "imgserve_model_last_inference_timestamp_seconds", "when the model last answered a request",
+            per_model, multiprocess_mode="max",
+        )
+        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._providers: dict[str, str] = {}  # model name -> provider of its served version
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
         )
@@ -96,9 +148,13 @@ class ServingMetrics:
             return cls._instance
 
     # ---- observers (hooks of the runtime and of the HTTP front end) --------------------------------
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
-        self.requests.labels(endpoint, str(status)).inc()
+    def observe_request(self, endpoint: str, status: int, seconds: float, protocol: str = "http") -> None:
+        self.requests.labels(endpoint, protocol, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
+
+    def observe_rpc(self, endpoint: str, code: str, seconds: float) -> None:
+        """The gRPC server's per-RPC hook: ``code`` is a ``grpc.StatusCode`` name."""
+        self.observe_request(endpoint, GRPC_TO_HTTP.get(code, 500), seconds, "grpc")
 
     def observe_admission(self, inflight: int, queue_depth: int) -> None:
         """``ModelRuntime``'s ``on_admit`` hook: the worker's admitted requests and queued rows."""
@@ -107,19 +163,89 @@ class ServingMetrics:
 
     def observe_batch(self, model: Any, rows: int, infer_seconds: float, max_wait_s: float) -> None:
         """``MicroBatcher``'s ``on_batch`` hook."""
-        self.batch_size.observe(rows)
-        self.inference.observe(infer_seconds)
-        self.queue_wait.observe(max_wait_s)
+        children = self._per_model(model)
+        children[0].inc(rows)
+        children[1].inc()
+        batch_size, inference, queue_wait = children[9:]
+        batch_size.observe(rows)
+        inference.observe(infer_seconds)
+        queue_wait.observe(max_wait_s)
+
+    def observe_inference(self, model: Any, ok: bool, queue_s: float, compute_s: float, total_s: float) -> None:
+        """``MicroBatcher``'s ``on_request`` hook: the per-request half of Triton's statistics."""
+        _, _, queue, compute, last, success, success_s, fail, fail_s = self._per_model(model)[:9]
+        if ok:
+            success.inc()
+            success_s.inc(total_s)
+            queue.inc(queue_s)
+            compute.inc(compute_s)
+            last.set(time.time())
+        else:
+            fail.inc()
+            fail_s.inc(total_s)
+
+    def _per_model(self, model: Any) -> tuple[Any, ...]:
+        """Labelled children cached per (name, version): ``labels()`` costs a lock and a dict lookup each."""
+        key = (model.card.name, str(model.card.version))
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.inferences.labels(*key), self.executions.labels(*key), self.queue_seconds.labels(*key),
+                self.compute_seconds.labels(*key), self.last_inference.labels(*key),
+                self.model_requests.labels(*key, "success"), self.model_request_seconds.labels(*key, "success"),
+                self.model_requests.labels(*key, "fail"), self.model_request_seconds.labels(*key, "fail"),
+                self.batch_size.labels(key[0]), self.inference.labels(key[0]), self.queue_wait.labels(key[0]),
+            )
+            self._children[key] = children
+        return children
+
+    def model_statistics(self) -> dict[tuple[str, str], dict[str, float]]:
+        """Per (model, version), summed over every worker process (their multiprocess files, as /metrics does):
+        ``inference_count``, ``execution_count``, ``queue_s``, ``compute_s``, ``success``/``fail`` (+ ``_s``),
+        ``last_inference`` (epoch seconds)."""
+        out: dict[tuple[str, str], dict[str, float]] = {}
+        for family in self._collect():
+            for sample in family.samples:
+                if sample.name.endswith("_created") or "model" not in sample.labels:
+                    continue
+                key = (sample.labels["model"], sample.labels["version"])
+                entry = out.setdefault(key, {})
+                if family.name in _STAT_COUNTERS:
+                    field = _STAT_COUNTERS[family.name]
+                elif family.name == "imgserve_model_requests":
+                    field = sample.labels["outcome"]
+                elif family.name == "imgserve_model_request_seconds":
+                    field = sample.labels["outcome"] + "_s"
+                else:
+                    field = "last_inference"
+                entry[field] = entry.get(field, 0.0) + sample.value if field != "last_inference" else max(
+                    entry.get(field, 0.0), sample.value
+                )
+        return out
+
+    def _collect(self) -> list[Any]:
+        names = {*_STAT_COUNTERS, "imgserve_model_requests", "imgserve_model_request_seconds",
+                 "imgserve_model_last_inference_timestamp_seconds"}
+        path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if path:  # several workers: each writes its own files; merge them all
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            return [f for f in MultiProcessCollector(CollectorRegistry(), path).collect() if f.name in names]
+        metrics = (self.inferences, self.executions, self.queue_seconds, self.compute_seconds,
+                   self.model_requests, self.model_request_seconds, self.last_inference)
+        return [f for m in metrics for f in m.collect()]
 
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""
         self.drift_psi.labels(model, str(version), signal).set(value)
 
-    def observe_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
-        """``ModelRuntime``'s ``on_swap`` hook; labels are ``name:version:variant``."""
-        if old_label:
-            self.model_info.labels(*old_label.split(":", 2)).set(0)
+    def observe_swap(self, old_label: str | None, new_label: str, seconds: float, provider: str = "") -> None:
+        """``ModelSlot``'s ``on_swap`` hook; labels are ``name:version:variant``."""
         name, version, variant = new_label.split(":", 2)
-        self.model_info.labels(name, version, variant).set(1)
+        if old_label:
+            self.model_info.labels(*old_label.split(":", 2), self._providers.get(name, provider)).set(0)
+        self._providers[name] = provider
+        self.model_info.labels(name, version, variant, provider).set(1)
         self.swaps.labels(name).inc()
         self.load_seconds.observe(seconds)

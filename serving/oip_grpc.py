@@ -32,6 +32,8 @@ from typing import Any
 
 import grpc
 import numpy as np
+from google.protobuf import json_format
+from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
@@ -95,9 +97,23 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
             outputs=[tensor(**t) for t in meta["outputs"]],
         )
 
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        config = self.plane.model_config(request.name, request.version)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(config, mc.ModelConfig()))
+
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: Any
+    ) -> pb.ModelStatisticsResponse:
+        stats = self.plane.model_statistics(request.name, request.version)
+        return json_format.ParseDict(stats, pb.ModelStatisticsResponse())
+
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        models = self.plane.repository_index(request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**m) for m in models])
+
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
-        with self.plane.admit():
+        with self.plane.admit(request.model_name):
             inputs = _decode_inputs(request)
             outputs = [
                 RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))
@@ -271,6 +287,7 @@ async def start_grpc_server(
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(plane), server)
     health = ReadinessHealth(ready or plane.ready)
     health.attach(server)
+    _enable_reflection(server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
@@ -280,6 +297,18 @@ async def start_grpc_server(
     health.start()
     log.info("OIP gRPC server listening on %s:%d", host, bound)
     return GrpcServer(server, host, bound, health)
+
+
+def _enable_reflection(server: grpc.aio.Server) -> None:
+    """gRPC server reflection, so grpcurl-style tools can list and call the service without the .proto files.
+    grpcio-reflection (serve extra) must be below 1.82 next to tritonclient: later versions need protobuf 7."""
+    try:
+        from grpc_reflection.v1alpha import reflection
+    except ImportError:
+        log.warning("gRPC reflection is off: install grpcio-reflection (the serve extra lists it)")
+        return
+    service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+    reflection.enable_server_reflection((service, reflection.SERVICE_NAME), server)
 
 
 # ---- client side (scripts, benchmarks) -----------------------------------------------------------

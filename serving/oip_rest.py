@@ -86,6 +86,29 @@ def build_router(
     def version_of(request: Request) -> str:
         return str(request.path_params.get("version", ""))
 
+    @router.get("/models/stats")  # before /models/{name}: every served model's statistics
+    async def all_statistics() -> Response:
+        return _json(plane.model_statistics())
+
+    @router.post("/repository/index")
+    async def repository_index(request: Request) -> Response:
+        body = await read_body(request, 64 * 1024)
+        try:
+            ready = bool(json.loads(body).get("ready", False)) if body.strip() else False
+        except (ValueError, AttributeError):
+            raise InvalidInput('the repository index request must be empty or a JSON object like {"ready": true}') from None
+        return Response(json.dumps(plane.repository_index(ready)), media_type="application/json")
+
+    @router.get("/models/{name}/config")
+    @router.get("/models/{name}/versions/{version}/config")
+    async def model_config(name: str, request: Request) -> Response:
+        return _json(plane.model_config(name, version_of(request)))
+
+    @router.get("/models/{name}/stats")
+    @router.get("/models/{name}/versions/{version}/stats")
+    async def model_statistics(name: str, request: Request) -> Response:
+        return _json(plane.model_statistics(name, version_of(request)))
+
     @router.get("/models/{name}")
     @router.get("/models/{name}/versions/{version}")
     async def model_metadata(name: str, request: Request) -> Response:
@@ -101,7 +124,7 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        with plane.admit():
+        with plane.admit(name):
             body = await read_body(request, max_body_bytes)
             args = (
                 body,

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.errors import ConfigError
+from inference.storage import path_to_str
 
 if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py without numpy/onnxruntime/Pillow
     from inference.batcher import BatchingConfig
     from inference.imagecodec import DecodeLimits
     from inference.session import SessionOptions
 
+    from .connection import ConnectionLimits
+
 DEFAULT_MODEL = "fashion-mnist"
+DEFAULT_PROVIDERS = "CPUExecutionProvider"
 ALL_URLS = "."  # an OpenTelemetry excluded-URLs pattern (a regex searched in the URL) that matches every URL
 
 
@@ -30,10 +34,24 @@ def _cpus() -> int:
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="IMGSERVE_", extra="ignore")
 
-    models_dir: Path = Field(Path("models"), description="registry root")
+    models_dir: Annotated[str, BeforeValidator(path_to_str)] = Field(
+        "models", description="registry root: a folder or s3://bucket/prefix (docs/registry.md)"
+    )
+    cache_dir: Annotated[str | None, BeforeValidator(path_to_str)] = Field(
+        None, description="local copies of versions from an s3:// registry (default $XDG_CACHE_HOME/imgserve, "
+        "else ~/.cache/imgserve)",
+    )
     model: str = Field(DEFAULT_MODEL, description="model name in the registry")
-    version: str = Field("production", description="alias or version number to serve")
+    models: str = Field(
+        "", description="several models at once: comma list of NAME[:VARIANT], or * for every model in the "
+        "registry; the first is the default of /predict (empty: IMGSERVE_MODEL alone)",
+    )
+    version: str = Field("production", description="alias or version number to serve (of every model)")
     variant: Literal["int8", "fp32"] = "int8"
+    providers: str = Field(
+        DEFAULT_PROVIDERS, description="ONNX Runtime execution providers, comma list in order of preference "
+        "(CPU, CUDA, TensorRT, OpenVINO, ... as the installed onnxruntime build has them)",
+    )
 
     workers: int = Field(
         default_factory=lambda: _cpus(), ge=1, le=64,
@@ -70,7 +88,16 @@ class ServeSettings(BaseSettings):
     keep_alive_s: int = Field(
         120, ge=1, le=3600,
         description="close an HTTP keep-alive connection after this many idle seconds; keep it longer than any "
-        "client's or proxy's idle timeout (serving/keepalive.py explains why)",
+        "client's or proxy's idle timeout (serving/uvicorn_config.py explains why)",
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line + headers, at most (431 beyond)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must be complete this long after its first byte (408 beyond)"
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body may pause this long, at most (408 beyond)")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections per worker (503 beyond)")
+    linger_s: float = Field(
+        30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
     drain_s: float = Field(
@@ -98,6 +125,35 @@ class ServeSettings(BaseSettings):
                 f"IMGSERVE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
             )
             raise ConfigError(f"invalid serving settings: {problems}") from None
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_installed(cls, value: str) -> str:
+        """Fail at start-up, naming what is installed, when a provider is missing. Only when the default is
+        changed: BentoML's arbiter reads these settings and would otherwise import onnxruntime for nothing."""
+        if value != DEFAULT_PROVIDERS:
+            from inference.session import check_providers
+
+            check_providers(value.split(","))
+        return value
+
+    def model_specs(self, registry_models: Callable[[], list[str]]) -> list[tuple[str, str]]:
+        """(name, variant) of every model to serve, the default first: ``IMGSERVE_MODELS`` (``*``: all of
+        ``registry_models()``), else ``IMGSERVE_MODEL``."""
+        from inference.registry import check_name, check_variant
+
+        words = [w.strip() for w in self.models.split(",") if w.strip()]
+        if words == ["*"]:
+            words = registry_models()
+            if not words:
+                raise ConfigError("IMGSERVE_MODELS=* but the registry holds no model yet")
+        specs: dict[str, str] = {}
+        for word in words or [self.model]:
+            name, _, variant = word.partition(":")
+            if name in specs:
+                raise ConfigError(f"IMGSERVE_MODELS names {name!r} twice")
+            specs[check_name(name)] = check_variant(variant or self.variant)
+        return list(specs.items())
 
     @model_validator(mode="after")
     def _share_cores_between_workers(self) -> ServeSettings:
@@ -133,21 +189,37 @@ class ServeSettings(BaseSettings):
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
 
-    def batching(self) -> BatchingConfig:
+    def connection_limits(self) -> ConnectionLimits:
+        from .connection import ConnectionLimits
+
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+            linger_s=self.linger_s,
+        )
+
+    def batching(self, models: int = 1) -> BatchingConfig:
+        """One model's batcher. With several models the worker's lanes are shared out (at least one each), so
+        N models do not run N times the threads the cores can take."""
         from inference.batcher import BatchingConfig
 
         return BatchingConfig(
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue=self.max_queue,
-            lanes=self.lanes,
+            lanes=max(1, self.lanes // max(1, models)),
             timeout_s=self.timeout_s,
         )
 
     def session_options(self) -> SessionOptions:
         from inference.session import SessionOptions
 
-        return SessionOptions(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
+        return SessionOptions(
+            intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning,
+            providers=tuple(p.strip() for p in self.providers.split(",") if p.strip()),
+        )
 
     def decode_limits(self) -> DecodeLimits:
         from inference.imagecodec import DecodeLimits

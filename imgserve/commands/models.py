@@ -1,25 +1,26 @@
-"""``imgserve models list|show|promote|rollback``: read and steer the registry (TF-free)."""
+"""``imgserve models list|show|promote|rollback|copy``: read and steer the registry (TF-free), local or s3://."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-from pathlib import Path
 
 from inference.registry import Registry
 
 
-def default_models_dir() -> Path:
-    return Path(os.environ.get("IMGSERVE_MODELS_DIR", "models"))
+def default_models_dir() -> str:
+    return os.environ.get("IMGSERVE_MODELS_DIR", "models")
 
 
 def add_registry_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models-dir", type=Path, default=None, help="registry root (env IMGSERVE_MODELS_DIR, default models/)")
+    parser.add_argument(
+        "--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR, default models/)"
+    )
 
 
 def registry_from(args: argparse.Namespace) -> Registry:
-    return Registry(args.models_dir or default_models_dir())
+    return Registry(args.models_dir or default_models_dir(), cache_dir=os.environ.get("IMGSERVE_CACHE_DIR"))
 
 
 def models_list(args: argparse.Namespace) -> int:
@@ -63,6 +64,25 @@ def models_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_copy(args: argparse.Namespace) -> int:
+    from inference.registry_copy import copy_registry
+
+    source = Registry(args.src, cache_dir=os.environ.get("IMGSERVE_CACHE_DIR"))
+    dest = Registry(args.dst, cache_dir=os.environ.get("IMGSERVE_CACHE_DIR"))
+    report = copy_registry(source, dest, args.model)
+    for name, aliases in report.aliases.items():
+        copied = [v for m, v in report.copied if m == name]
+        skipped = [v for m, v in report.skipped if m == name]
+        print(f"{name}: copied {_versions(copied)}, already there {_versions(skipped)}; aliases {json.dumps(aliases)}")
+    if not report.aliases:
+        print(f"no models in {source.root}")
+    return 0
+
+
+def _versions(numbers: list[int]) -> str:
+    return ", ".join(f"v{v}" for v in numbers) if numbers else "none"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -91,3 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--reason", default="")
     add_registry_args(q)
     q.set_defaults(func=models_rollback)
+
+    q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
+    q.add_argument("src")
+    q.add_argument("dst")
+    q.add_argument("--model", default=None, help="only this model (default: all)")
+    q.set_defaults(func=models_copy)

@@ -93,8 +93,8 @@ def _warm_start(registry: Registry, name: str, base: str, labels: list[str], str
             raise
         return None, None, f"from scratch: {exc.message}"
     card = registry.card(name, version)
-    keras_path = registry.version_dir(name, version) / KERAS_FILE
-    if not keras_path.is_file():
+    keras_path = registry.fetch(name, version, KERAS_FILE)  # from object storage: a verified cached copy
+    if keras_path is None:
         reason = f"version {version} has no {KERAS_FILE}"
     elif list(card.labels) != labels:  # training orders folder classes by name
         reason = f"version {version} has classes {list(card.labels)}, the data has {labels}"

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from inference.errors import ConfigError
+from inference.storage import normalize_root
 
 # flag dest -> environment variable (only set when the flag is given)
 ENV_FLAGS = {
@@ -45,11 +46,11 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
     for dest, var in ENV_FLAGS.items():
         value = getattr(args, dest, None)
         if value is not None:
-            env[var] = str(Path(value).resolve()) if dest == "models_dir" else str(value)
+            env[var] = normalize_root(value) if dest == "models_dir" else str(value)
     # bentoml runs in the service dir: a relative registry path means relative to where the user typed the
     # command; none at all means this checkout's models/.
     models_dir = env.get("IMGSERVE_MODELS_DIR")
-    env["IMGSERVE_MODELS_DIR"] = str(Path(models_dir).resolve() if models_dir else (root / "models").resolve())
+    env["IMGSERVE_MODELS_DIR"] = normalize_root(models_dir) if models_dir else str((root / "models").resolve())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(args.port), "--host", args.host]
     if args.development:
@@ -71,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the production model over HTTP (BentoML + ONNX Runtime)")
     p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
-    p.add_argument("--models-dir", type=Path, default=None, help="registry root (env IMGSERVE_MODELS_DIR, default models/)")
+    p.add_argument("--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR, default models/)")
     p.add_argument("--model", default=None, help="model name (env IMGSERVE_MODEL, default fashion-mnist)")
     p.add_argument("--version", default=None, help="alias or version number (default production)")
     p.add_argument("--variant", choices=("int8", "fp32"), default=None, help="ONNX variant (default int8)")

@@ -86,6 +86,18 @@ class ServerProcess:
         self._logf.close()
 
 
+def stand_in_launcher(work: Path) -> Path:
+    """An executable the admin runner calls as ``<it> -m imgserve retrain …`` (``IMGSERVE_JOB_PYTHON``); it
+    ``exec``s tests/e2e/stand_in_retrain.py, so the job process is the stand-in itself."""
+    path = work / "stand-in-python"
+    path.write_text(
+        "#!/bin/sh\n# test stand-in for `python -m imgserve retrain` (see tests/e2e/stand_in_retrain.py)\n"
+        f'[ "$1" = "-m" ] && shift 2\n[ "$1" = "retrain" ] && shift\nexec "{sys.executable}" -m tests.e2e.stand_in_retrain "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
 def inference_command(port: int) -> list[str]:
     """The inference service to test against: the real BentoML service (default), or this harness's app."""
     if os.environ.get("IMGSERVE_E2E_SERVICE", "bentoml") == "bentoml":
@@ -241,7 +253,7 @@ def create_inference_app(settings: Any = None) -> Any:
     inflight = Gauge("imgserve_requests_in_flight", "requests in progress", registry=reg)
     info = Gauge("imgserve_model_info", "served version", ["model", "version", "variant"], registry=reg)
 
-    def on_swap(old: str | None, new: str, seconds: float) -> None:
+    def on_swap(old: str | None, new: str, seconds: float, provider: str = "") -> None:
         if old:
             info.labels(*old.split(":", 2)).set(0)
         info.labels(*new.split(":", 2)).set(1)

@@ -34,6 +34,7 @@ from tests.e2e.harness import (
     inference_command,
     pattern_png,
     seed_registry,
+    stand_in_launcher,
 )
 from tests.fixtures import class_folder_zip
 
@@ -123,17 +124,6 @@ def service(models_dir: Path, work: Path) -> Iterator[str]:
         yield url
 
 
-def _stand_in_launcher(work: Path) -> Path:
-    """An executable the admin runner calls as ``<it> -m imgserve retrain …``; runs the test stand-in."""
-    path = work / "stand-in-python"
-    path.write_text(
-        "#!/bin/sh\n# test stand-in for `python -m imgserve retrain` (see tests/e2e/stand_in_retrain.py)\n"
-        f'[ "$1" = "-m" ] && shift 2\n[ "$1" = "retrain" ] && shift\nexec "{sys.executable}" -m tests.e2e.stand_in_retrain "$@"\n'
-    )
-    path.chmod(0o755)
-    return path
-
-
 def _admin(models_dir: Path, data_dir: Path, service_url: str, log: Path, job_python: Path | None) -> ServerProcess:
     port = free_port()
     cmd = [sys.executable, "-m", "imgserve", "admin", "--port", str(port), "--models-dir", str(models_dir),
@@ -148,7 +138,7 @@ def _admin(models_dir: Path, data_dir: Path, service_url: str, log: Path, job_py
 
 @pytest.fixture(scope="module")
 def admin(models_dir: Path, service: str, work: Path) -> Iterator[str]:
-    with _admin(models_dir, work / "data", service, work / "admin.log", _stand_in_launcher(work)) as proc:
+    with _admin(models_dir, work / "data", service, work / "admin.log", stand_in_launcher(work)) as proc:
         yield proc.url  # type: ignore[attr-defined]
 
 

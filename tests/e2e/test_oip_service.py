@@ -83,5 +83,31 @@ def test_errors_map_to_status_codes(oip_server: tuple[Server, int]) -> None:
         text = c.get("/metrics").text
     assert text.count('endpoint="grpc:ModelInfer"') >= 1
     # REST requests are labelled by the route template that matched, not by their path
-    assert 'imgserve_requests_total{endpoint="/v2/models/{name}/infer",status="404"}' in text
+    assert 'imgserve_requests_total{endpoint="/v2/models/{name}/infer",protocol="http",status="404"}' in text
     assert "imgserve_requests_in_flight" in text
+
+
+def test_config_and_statistics_across_workers(oip_server: tuple[Server, int]) -> None:
+    """Statistics are summed over BentoML's worker processes: whichever worker answers, the counts are the
+    traffic sent to all of them."""
+    server, grpc_port = oip_server
+    g = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+    h = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+    assert h.get_model_config("tiny")["dynamic_batching"]["default_queue_policy"]["max_queue_size"] == 256
+    before = h.get_inference_statistics("tiny")["model_stats"][0]
+    images = [encode_image(sample_image(seed=i), "PNG") for i in range(3)]
+    for _ in range(4):  # fresh connections: BentoML spreads them over its workers
+        with server.client() as c:
+            assert c.post("/predict", files={"image": ("x.png", images[0], "image/png")}).status_code == 200
+        hc = httpclient.InferenceServerClient(server.url.removeprefix("http://"))
+        hc.infer("tiny", [_bytes_input(images, httpclient)])
+        hc.close()
+    g.infer("tiny", [_bytes_input(images, grpcclient)])
+    for client in (h, g):
+        stats = client.get_inference_statistics("tiny", as_json=True) if client is g else client.get_inference_statistics("tiny")
+        after = stats["model_stats"][0]
+        assert int(after["inference_count"]) - before["inference_count"] == 4 * (1 + 3) + 3
+        success = int(after["inference_stats"]["success"]["count"]) - before["inference_stats"]["success"]["count"]
+        assert success == 4 * 2 + 1
+    index = g.get_model_repository_index(as_json=True)["models"]
+    assert [(m["name"], m["state"]) for m in index] == [("tiny", "READY")]

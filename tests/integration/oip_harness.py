@@ -12,6 +12,7 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI
 
+from serving.metrics import ServingMetrics
 from serving.oip_grpc import GrpcServer, start_grpc_server
 from serving.oip_rest import build_router
 from serving.runtime import ModelRuntime
@@ -22,7 +23,10 @@ class OipTestServer:
     def __init__(self, settings: ServeSettings):
         self.settings = settings
         self.loop = asyncio.new_event_loop()
-        self.runtime = ModelRuntime(settings)
+        metrics = ServingMetrics.get()  # the real hooks: ModelStatistics reads what they count
+        self.runtime = ModelRuntime(
+            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_request=metrics.observe_inference
+        )
         self.grpc: GrpcServer | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None

@@ -324,7 +324,7 @@ def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> 
 
 
 def test_unimplemented_rpc(grpc_client) -> None:  # type: ignore[no-untyped-def]
-    err = _grpc_error(lambda: grpc_client.get_model_config("tiny"))
+    err = _grpc_error(lambda: grpc_client.load_model("tiny"))  # the repository load/unload extension
     assert err.status() == "StatusCode.UNIMPLEMENTED"
 
 

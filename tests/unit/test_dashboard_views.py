@@ -43,11 +43,10 @@ def test_confusion_matrix_sources(tmp_path: Path) -> None:
     assert find_matrix({"confusion_matrix": m}, 3) == m
     assert find_matrix({"int8": {"confusion_matrix": m}}, 3) == m
     assert find_matrix({"confusion_matrix": [[1, 2], [3, 4]]}, 3) is None  # wrong size for the labels
-    assert find_png(tmp_path) is None
-    (tmp_path / "evaluation_confusion.png").write_bytes(b"png")
-    assert find_png(tmp_path).name == "evaluation_confusion.png"
-    (tmp_path / "confusion_matrix.png").write_bytes(b"png")
-    assert find_png(tmp_path).name == "confusion_matrix.png"
+    assert find_png(["model.onnx", "metadata.json"]) is None
+    assert find_png(["model.onnx", "evaluation_confusion.png"]) == "evaluation_confusion.png"
+    assert find_png(["evaluation_confusion.png", "confusion_matrix.png"]) == "confusion_matrix.png"
+    assert find_png(["my_confusion_v2.png"]) == "my_confusion_v2.png"
 
 
 def test_render_confusion_png() -> None:

@@ -109,7 +109,7 @@ def test_metrics_are_labelled_by_the_matched_route_template() -> None:
     counter = ServingMetrics.get().requests
 
     def count(endpoint: str, status: str) -> float:
-        return counter.labels(endpoint, status)._value.get()
+        return counter.labels(endpoint, "http", status)._value.get()
 
     before = count("/v2/models/{name}/ready", "200"), count("other", "404")
 

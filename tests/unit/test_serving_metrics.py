@@ -133,3 +133,27 @@ def test_quantile_interpolates_like_prometheus() -> None:
     assert quantile(0.75, buckets) == pytest.approx(0.15)
     assert quantile(0.5, {0.1: 0.0, math.inf: 0.0}) is None
     assert quantile(0.99, {0.1: 1.0, math.inf: 10.0}) == pytest.approx(0.1)  # beyond the last finite bound
+
+
+def test_one_status_vocabulary_for_http_and_grpc_read_by_the_dashboard() -> None:
+    """gRPC codes land in ``status`` as their HTTP equivalents (UNAVAILABLE -> 503), told apart by ``protocol``;
+    the dashboard's summary counts both protocols' errors under one code."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    from serving.metrics import GRPC_TO_HTTP, ServingMetrics
+
+    metrics = ServingMetrics.get()
+    before = parse(generate_latest(REGISTRY).decode(), at=0.0)
+    metrics.observe_request("/predict", 200, 0.01)
+    metrics.observe_request("/predict", 503, 0.01)
+    metrics.observe_rpc("grpc:ModelInfer", "OK", 0.01)
+    metrics.observe_rpc("grpc:ModelInfer", "UNAVAILABLE", 0.01)
+    metrics.observe_rpc("grpc:ModelInfer", "INVALID_ARGUMENT", 0.01)
+    text = generate_latest(REGISTRY).decode()
+    assert 'imgserve_requests_total{endpoint="grpc:ModelInfer",protocol="grpc",status="503"}' in text
+    assert 'protocol="grpc",status="OK"' not in text
+    assert {GRPC_TO_HTTP[c] for c in ("OK", "UNAVAILABLE", "UNAUTHENTICATED")} == {200, 503, 401}
+    s = summarize(before, parse(text, at=10.0))
+    errors = {e["code"]: e["window"] for e in s["errors"]}
+    assert errors["503"] == 2 and errors["400"] == 1
+    assert s["requests_window"] == 5
