@@ -80,9 +80,14 @@ class ImgServe:
             "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
         )
         metrics = ServingMetrics.get()
+        # Rate limits, prediction log, drift signals (docs/operations.md), all optional.
+        from serving.ops import LiveOps
+
+        self.ops = LiveOps(settings, metrics)
         self.runtime = ModelRuntime(
-            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission,
-            on_request=metrics.observe_inference,
+            settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
+            on_request=metrics.observe_inference, on_classified=self.ops.observe,
+            on_load_error=metrics.observe_load_failure, rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
@@ -113,6 +118,7 @@ class ImgServe:
         if not await drain.wait_closed() and self.grpc is not None:  # no drain ran (SIGINT): stop it here
             await self.grpc.stop(drain.finish_s)
         await self.runtime.stop()
+        self.ops.close()  # flushes the prediction log
 
     def ready(self) -> bool:
         """/readyz and gRPC health: the model is loaded and warm, and the worker is not draining."""
