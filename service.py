@@ -71,9 +71,14 @@ class ImgServe:
             "HTTP keep-alive: %s", f"{keep_alive} s" if keep_alive else "set by bentoml serve --timeout-keep-alive"
         )
         metrics = ServingMetrics.get()
+        # Rate limits, prediction log, drift signals (docs/operations.md), all optional.
+        from serving.ops import LiveOps
+
+        self.ops = LiveOps(settings, metrics)
         self.runtime = ModelRuntime(
-            settings, on_batch=metrics.observe_batch, on_swap=metrics.observe_swap, on_admit=metrics.observe_admission,
-            on_request=metrics.observe_inference,
+            settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
+            on_request=metrics.observe_inference, on_classified=self.ops.observe,
+            on_load_error=metrics.observe_load_failure, rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None
@@ -101,6 +106,7 @@ class ImgServe:
         if self.grpc is not None:
             await self.grpc.stop(5)
         await self.runtime.stop()
+        self.ops.close()  # flushes the prediction log
 
     def __is_ready__(self) -> bool:
         return self.runtime.ready

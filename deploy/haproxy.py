@@ -44,9 +44,19 @@ class Backend:
     port: int
 
 
+# HAProxy's own default: retry the connect only (3 times, to the same server).
+PLAIN_RETRIES = "    retries 3"
+L7_RETRIES = """\
+    retries 3
+    option redispatch 1
+    retry-on conn-failure empty-response
+    option http-buffer-request"""
+
+
 def config(frontend_port: int, backends: list[Backend], *, socket_path: Path, ready_path: str,
-           check_interval_ms: int = 500) -> str:
-    """haproxy.cfg text: one HTTP frontend on loopback, one backend health-checked on ``ready_path``."""
+           check_interval_ms: int = 500, l7_retries: bool = True) -> str:
+    """haproxy.cfg text: one HTTP frontend on loopback, one backend health-checked on ``ready_path``.
+    ``l7_retries=False`` keeps HAProxy's default retries, to measure what clients see without them."""
     servers = "\n".join(f"    server {b.name} 127.0.0.1:{b.port} check" for b in backends)
     return f"""\
 global
@@ -75,11 +85,8 @@ backend replicas
     option httpchk GET {ready_path}
     http-check expect status 200
     default-server inter {check_interval_ms} fastinter {check_interval_ms // 2} downinter {check_interval_ms} fall 1 rise 2
-    retries 3
-    option redispatch 1
-    retry-on conn-failure empty-response
+{L7_RETRIES if l7_retries else PLAIN_RETRIES}
     http-reuse safe
-    option http-buffer-request
     http-response set-header {REPLICA_HEADER} %[srv_name]
 {servers}
 """

@@ -57,8 +57,8 @@ class LbWatch(threading.Thread):
 
 class Rehearsal:
     def __init__(self, workdir: Path, replicas: int, poll_interval_s: float, clients: int, rate: float,
-                 log: Callable[[str], None]):
-        self.workdir, self.poll_interval_s, self.log = workdir, poll_interval_s, log
+                 log: Callable[[str], None], l7_retries: bool = True):
+        self.workdir, self.poll_interval_s, self.log, self.l7_retries = workdir, poll_interval_s, log, l7_retries
         self.token = secrets.token_hex(16)
         self.models = workdir / "models"
         self.old, self.new = seed_registry(self.models)
@@ -71,7 +71,8 @@ class Rehearsal:
         self.admin = admin_runner(workdir, str(self.models), env, f"http://127.0.0.1:{self.lb_port}")
         self.load = Load(f"http://127.0.0.1:{self.lb_port}", EXAMPLE_IMAGE.read_bytes(), haproxy.REPLICA_HEADER,
                          clients=clients, rate_per_client=rate)
-        self.report = Report([], [], [], {}, poll_interval_s, self.old, self.new, [r.name for r in self.replicas])
+        self.report = Report([], [], [], {}, poll_interval_s, self.old, self.new, [r.name for r in self.replicas],
+                             l7_retries=l7_retries)
         self.socket_path = workdir / "haproxy.sock"
         self.watch = LbWatch(self.socket_path, self.mark)
 
@@ -94,7 +95,7 @@ class Rehearsal:
             for proc in [*self.replicas, self.admin]:
                 self.log(f"{proc.name} ready on :{proc.port} after {proc.wait_ready():.1f} s")
             cfg = haproxy.config(self.lb_port, [haproxy.Backend(r.name, r.port) for r in self.replicas],
-                                 socket_path=self.socket_path, ready_path=self.ready_path)
+                                 socket_path=self.socket_path, ready_path=self.ready_path, l7_retries=self.l7_retries)
             stack.enter_context(haproxy.running(cfg, self.workdir, self.lb_port))
             self.watch.start()
             stack.callback(self.watch.halt.set)
@@ -114,8 +115,8 @@ class Rehearsal:
         self.phase("steady")
         time.sleep(3)
         self.phase("promote")
-        self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
-        self.report.swap_s["promote"] = self.wait_all_on(self.new)
+        sent = self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
+        self.report.swap_s["promote"] = self.wait_all_on(self.new, since=sent)
         time.sleep(2)
         self.phase("rolling restart")
         self.restart(first, kill=False)
@@ -124,20 +125,24 @@ class Rehearsal:
         self.restart(second, kill=True)
         time.sleep(2)
         self.phase("rollback")
-        self.admin_call("rollback", {"reason": "replica rehearsal"})
-        self.report.swap_s["rollback"] = self.wait_all_on(self.old)
+        sent = self.admin_call("rollback", {"reason": "replica rehearsal"})
+        self.report.swap_s["rollback"] = self.wait_all_on(self.old, since=sent)
         time.sleep(2)
 
-    def admin_call(self, verb: str, body: dict) -> None:
+    def admin_call(self, verb: str, body: dict) -> float:
+        """The admin runner's promote/rollback; returns when it was sent (monotonic): the alias changes during
+        the call, so delays counted from here include the call itself."""
+        sent = time.monotonic()
         self.mark(f"admin: {verb} {body}")
         resp = httpx.post(f"{self.admin.url}/models/{MODEL}/{verb}", json=body, timeout=60,
                           headers={"Authorization": f"Bearer {self.token}"})
         resp.raise_for_status()
         self.mark(f"admin: {verb} answered, production = v{resp.json()['aliases']['production']}")
+        return sent
 
-    def wait_all_on(self, version: int) -> dict[str, float]:
-        """Seconds from now until each replica's GET /model names ``version`` (polled every 100 ms)."""
-        t0, seen = time.monotonic(), {}
+    def wait_all_on(self, version: int, since: float) -> dict[str, float]:
+        """Seconds from ``since`` until each replica's GET /model names ``version`` (polled every 100 ms)."""
+        t0, seen = since, {}
         while len(seen) < len(self.replicas):
             for r in self.replicas:
                 if r.name not in seen and _served_version(r) == version:
@@ -173,9 +178,9 @@ def _served_version(r: Proc) -> int | None:
 
 
 def rehearse(workdir: Path, *, replicas: int = 3, poll_interval_s: float = 1.0, clients: int = 8,
-             rate: float = 8.0, log: Callable[[str], None] = print) -> Report:
+             rate: float = 8.0, l7_retries: bool = True, log: Callable[[str], None] = print) -> Report:
     """Run the whole rehearsal in ``workdir`` (registry, logs, haproxy.cfg) and return what happened."""
-    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log).run()
+    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,12 +191,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent clients through the balancer")
     p.add_argument("--rate", type=float, default=8.0, help="requests a second per client, at most")
     p.add_argument("--json", type=Path, default=None, help="write the report (events, phases, counts) here")
+    p.add_argument("--no-l7-retries", action="store_true",
+                   help="HAProxy's default retries only (connects), to see what clients get without replaying requests")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgserve-replicas-")))
         workdir.mkdir(parents=True, exist_ok=True)
         report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval,
-                          clients=args.clients, rate=args.rate)
+                          clients=args.clients, rate=args.rate, l7_retries=not args.no_l7_retries)
     print(report.render())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))

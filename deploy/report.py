@@ -39,6 +39,7 @@ class Report:
     replicas: list[str]
     kill: dict[str, float | str] = field(default_factory=dict)  # replica, killed_at, down_at, back_at
     lb_counters: dict[str, int] = field(default_factory=dict)
+    l7_retries: bool = True  # whether the balancer replayed requests that got no response (deploy/haproxy.py)
 
     def in_phase(self, name: str) -> list[Sample]:
         phase = next(p for p in self.phases if p.name == name)
@@ -68,18 +69,11 @@ class Report:
 
     def render(self, bucket_s: float = 2.0) -> str:
         lines = [f"Replica rehearsal: {len(self.replicas)} replicas behind HAProxy, alias poll {self.poll_interval_s:g} s, "
-                 f"v{self.old} = old version, v{self.new} = new version", "",
+                 f"v{self.old} = old version, v{self.new} = new version, "
+                 f"{'with' if self.l7_retries else 'WITHOUT'} the balancer's L7 retries", "",
                  "Timeline (requests by when they were sent; vN×k: k answers naming version N; ✗: failed):",
                  "   t (s)  " + "".join(f"{r:<14}" for r in self.replicas) + "failed"]
-        events = sorted(self.events, key=lambda e: e.t)
-        end = max((s.sent for s in self.samples), default=0.0)
-        for i in range(int(end // bucket_s) + 1):
-            lo, hi = i * bucket_s, (i + 1) * bucket_s
-            while events and events[0].t < hi:
-                e = events.pop(0)
-                lines.append(f"  {e.t:6.2f}  * {e.what}")
-            lines.append(self._bucket_line(lo, hi))
-        lines += [f"  {e.t:6.2f}  * {e.what}" for e in events]
+        lines += self.timeline(bucket_s)
         lines += ["", "Counts by phase:", f"  {'phase':<16}{'requests':>9}{'ok':>7}{'failed':>8}  by replica; failures by kind"]
         for p in self.phases:
             got = self.in_phase(p.name)
@@ -97,7 +91,34 @@ class Report:
             lines.append(f"  balancer counters: {self.lb_counters} (wretr: retries, wredis: redispatched to another replica)")
         return "\n".join(lines)
 
-    def _bucket_line(self, lo: float, hi: float) -> str:
+    def timeline(self, bucket_s: float) -> list[str]:
+        """One row per ``bucket_s`` of send time, with the events in between; runs of alike rows (same replicas
+        on the same versions, nothing failed, no event) are merged into one row with their counts summed."""
+        events = sorted(self.events, key=lambda e: e.t)
+        end = max((s.sent for s in self.samples), default=0.0)
+        out: list[str] = []
+        row: list | None = None  # [lo, hi, cells, failed]
+        for i in range(int(end // bucket_s) + 1):
+            lo, hi = i * bucket_s, (i + 1) * bucket_s
+            cells, failed = self._bucket(lo, hi)
+            here = []
+            while events and events[0].t < hi:
+                here.append(events.pop(0))
+            alike = row is not None and not (failed or row[3] or here) and _shape(row[2]) == _shape(cells)
+            if alike:
+                row[1] = hi
+                for r, versions in cells.items():
+                    row[2][r].update(versions)
+                continue
+            if row is not None:
+                out.append(self._row(*row))
+            out += [f"  {e.t:6.2f}  * {e.what}" for e in here]
+            row = [lo, hi, cells, failed]
+        if row is not None:
+            out.append(self._row(*row))
+        return out + [f"  {e.t:6.2f}  * {e.what}" for e in events]
+
+    def _bucket(self, lo: float, hi: float) -> tuple[dict[str | None, Counter[int | None]], int]:
         cells: dict[str | None, Counter[int | None]] = defaultdict(Counter)
         failed = 0
         for s in self.samples:
@@ -106,8 +127,11 @@ class Report:
                     cells[s.replica][s.version] += 1
                 else:
                     failed += 1
+        return cells, failed
+
+    def _row(self, lo: float, hi: float, cells: dict[str | None, Counter[int | None]], failed: int) -> str:
         row = "".join(f"{' '.join(f'v{v}×{n}' for v, n in sorted(cells[r].items())):<14}" for r in self.replicas)
-        return f"  {lo:3.0f}-{hi:<3.0f} {row}{'✗' + str(failed) if failed else ''}"
+        return f"  {f'{lo:.0f}-{hi:.0f}':>7} {row}{'✗' + str(failed) if failed else ''}".rstrip()
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -117,3 +141,7 @@ class Report:
                          for p in self.phases}
         out["problems"] = self.problems()
         return out
+
+
+def _shape(cells: dict[str | None, Counter[int | None]]) -> set[tuple[str | None, int | None]]:
+    return {(r, v) for r, versions in cells.items() for v, n in versions.items() if n}

@@ -26,6 +26,7 @@ from inference.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, 
 
 from .edge import check_admin, check_length, install_error_handlers, internal_error_response, read_body
 from .multipart import read_form
+from .ratelimit import http_client
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ class HttpFrontend:
 
     async def predict(self, request: Request) -> JSONResponse:
         name = request.query_params.get("model")  # None: the default (first) model
-        with self.runtime.admit(name):
+        with self.runtime.admit(name, http_client(request)):
             image, form_top_k = await read_image(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images([image], name=name)
@@ -268,7 +269,7 @@ class HttpFrontend:
 
     async def predict_batch(self, request: Request) -> JSONResponse:
         name = request.query_params.get("model")
-        with self.runtime.admit(name):
+        with self.runtime.admit(name, http_client(request)):
             images, form_top_k = await read_images(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images(images, name=name)

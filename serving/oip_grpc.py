@@ -42,6 +42,7 @@ from inference.errors import ImgServeError, InvalidInput
 from .edge import retry_after_value
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
+from .ratelimit import grpc_client
 from .runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
-        with self.plane.admit(request.model_name):
+        with self.plane.admit(request.model_name, grpc_client(context)):
             inputs = _decode_inputs(request)
             outputs = [
                 RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))

@@ -110,6 +110,31 @@ class ServeSettings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Live operations (docs/operations.md): rate limits, the prediction log, drift signals.
+    rate_limit: str | None = Field(
+        None, description="per client (bearer token, else address) and per worker, e.g. 100/minute; unset = none"
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="requests a client may send at once (0 = the limit's count)")
+    data_dir: str = Field("data", description="where the prediction log is written (predictions/ inside)")
+    prediction_log_sample: float = Field(0.0, ge=0, le=1, description="share of requests logged (0 = off)")
+    prediction_log_images: bool = Field(False, description="store the images of logged requests too")
+    prediction_log_max_mb: int = Field(64, ge=1, description="rotate a prediction log file at this size")
+    drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
+    drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
+    drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value:
+            from .ratelimit import RateLimit
+
+            try:
+                RateLimit.parse(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value or None
+
     @classmethod
     def from_env(cls, **overrides: object) -> ServeSettings:
         """Read ``IMGSERVE_*``; a bad value raises ConfigError naming the variable, not a pydantic dump."""
