@@ -40,6 +40,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from inference.errors import ImgServeError, InvalidInput
 
 from .edge import retry_after_value
+from .grpc_health import ReadinessHealth
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
 from .ratelimit import grpc_client
@@ -242,15 +243,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 class GrpcServer:
     """A started OIP gRPC server: ``port`` is the bound port (useful when asked for port 0)."""
 
-    def __init__(self, server: grpc.aio.Server, host: str, port: int):
-        self.server, self.host, self.port = server, host, port
+    def __init__(self, server: grpc.aio.Server, host: str, port: int, health: ReadinessHealth):
+        self.server, self.host, self.port, self.health = server, host, port, health
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new RPCs, give in-flight ones ``grace`` seconds, then cancel the rest."""
+        """Health NOT_SERVING, refuse new RPCs, give in-flight ones ``grace`` seconds, then cancel the rest."""
+        await self.health.stop()
         await self.server.stop(grace)
 
 
@@ -262,6 +264,7 @@ async def start_grpc_server(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
 
@@ -269,7 +272,8 @@ async def start_grpc_server(
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
     seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``ModelInfer`` takes a slot of
-    the runtime's admission control, shared with HTTP and OIP REST.
+    the runtime's admission control, shared with HTTP and OIP REST. ``grpc.health.v1`` reports ``ready()``
+    (default: the model is loaded; the service adds "and not draining"), see serving/grpc_health.py.
     """
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
     if port is None:
@@ -280,17 +284,20 @@ async def start_grpc_server(
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        OipServicer(OipDataPlane(get_runtime)), server
-    )
+    plane = OipDataPlane(get_runtime)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(plane), server)
+    health = ReadinessHealth(ready or plane.ready)
+    health.attach(server)
     _enable_reflection(server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as exc:
         raise OSError(f"cannot bind the OIP gRPC server to {host}:{port}: {exc}") from exc
     await server.start()
+    await health.sync()
+    health.start()
     log.info("OIP gRPC server listening on %s:%d", host, bound)
-    return GrpcServer(server, host, bound)
+    return GrpcServer(server, host, bound, health)
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:

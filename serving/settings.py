@@ -100,6 +100,11 @@ class ServeSettings(BaseSettings):
         30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
+    drain_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="SIGTERM: a worker stops being ready at once and exits within this many seconds, after "
+        "answering what it was sent (serving/lifecycle.py); 0 = stop at once",
+    )
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
     grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")
