@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 
 import bentoml
 from fastapi import Request
@@ -91,9 +92,10 @@ class ImgServe:
             from serving.metrics import ServingMetrics
             from serving.oip_grpc import start_grpc_server
 
+            # binds where BentoML bound HTTP unless IMGSERVE_GRPC_HOST says otherwise; token and TLS as on HTTP
+            host, security = settings.grpc_endpoint(sys.argv)
             self.grpc = await start_grpc_server(
-                self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_rpc,
+                self.runtime, host, settings.grpc_port, on_rpc=ServingMetrics.get().observe_rpc, security=security,
             )
 
     @bentoml.on_shutdown
