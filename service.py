@@ -21,7 +21,7 @@ import bentoml
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from serving.http import PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
+from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
 from serving.settings import ServeSettings
 from serving.uvicorn_config import configure_uvicorn
 
@@ -118,11 +118,16 @@ async def predict_batch(request: Request) -> JSONResponse:
     return await _frontend().predict_batch(request)
 
 
-@app.get("/model", summary="The served model version's metadata")
+@app.get("/model", openapi_extra=MODEL_OPENAPI, summary="The served model version's metadata")
 async def model(request: Request) -> JSONResponse:
     return _frontend().model(request)
 
 
-@app.post("/reload", summary="Re-read the production alias now and hot-swap (admin)")
+@app.get("/models", summary="Every served model (the first is the default of /predict)")
+async def models(request: Request) -> JSONResponse:
+    return _frontend().models(request)
+
+
+@app.post("/reload", openapi_extra=MODEL_OPENAPI, summary="Re-read the production aliases now and hot-swap (admin)")
 async def reload(request: Request) -> JSONResponse:
     return await _frontend().reload(request)

@@ -56,8 +56,12 @@ FAST_FORM_BYTES = 1024 * 1024  # multipart bodies up to this size are read whole
 MAX_TOP_K = 1000
 # Request bodies for /docs: the routes read the body themselves (multipart or raw), so FastAPI cannot infer them.
 _TOP_K_PARAM = {"name": "top_k", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 1}}
+_MODEL_PARAM = {  # IMGSERVE_MODELS: which served model answers (default: the first)
+    "name": "model", "in": "query", "required": False, "schema": {"type": "string"},
+}
+MODEL_OPENAPI = {"parameters": [_MODEL_PARAM]}
 PREDICT_OPENAPI = {
-    "parameters": [_TOP_K_PARAM],
+    "parameters": [_TOP_K_PARAM, _MODEL_PARAM],
     "requestBody": {
         "content": {
             "multipart/form-data": {
@@ -71,7 +75,7 @@ PREDICT_OPENAPI = {
     }
 }
 PREDICT_BATCH_OPENAPI = {
-    "parameters": [_TOP_K_PARAM],
+    "parameters": [_TOP_K_PARAM, _MODEL_PARAM],
     "requestBody": {
         "content": {
             "multipart/form-data": {
@@ -303,29 +307,34 @@ class HttpFrontend:
         self.settings = settings
 
     async def predict(self, request: Request) -> JSONResponse:
-        with self.runtime.admit():
+        name = request.query_params.get("model")  # None: the default (first) model
+        with self.runtime.admit(name):
             image, form_top_k = await read_image(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
-            result = await self.runtime.classify_images([image])
+            result = await self.runtime.classify_images([image], name=name)
         (one,) = predictions(result, k)
         request.state.model, request.state.images, request.state.label = result.model.label, 1, one["label"]
         return JSONResponse({**one, "model": model_ref(result)})
 
     async def predict_batch(self, request: Request) -> JSONResponse:
-        with self.runtime.admit():
+        name = request.query_params.get("model")
+        with self.runtime.admit(name):
             images, form_top_k = await read_images(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
-            result = await self.runtime.classify_images(images)
+            result = await self.runtime.classify_images(images, name=name)
         request.state.model, request.state.images = result.model.label, len(images)
         return JSONResponse({"predictions": predictions(result, k), "model": model_ref(result)})
 
     def model(self, request: Request) -> JSONResponse:
-        info = self.runtime.describe()
+        info = self.runtime.describe(request.query_params.get("model"))
         request.state.model = f"{info['name']}:{info['version']}:{info['variant']}"
         return JSONResponse(info)
 
+    def models(self, request: Request) -> JSONResponse:
+        return JSONResponse({"models": self.runtime.list_models()})
+
     async def reload(self, request: Request) -> JSONResponse:
         check_admin(request, self.settings.admin_token)
-        result = await self.runtime.reload()
+        result = await self.runtime.reload(name=request.query_params.get("model"))
         request.state.model = f"{result['model']}:{result['version']}:{result['variant']}"
         return JSONResponse(result)

@@ -113,7 +113,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
-        with self.plane.admit():
+        with self.plane.admit(request.model_name):
             inputs = _decode_inputs(request)
             outputs = [
                 RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))

@@ -124,7 +124,7 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        with plane.admit():
+        with plane.admit(name):
             body = await read_body(request, max_body_bytes)
             args = (
                 body,

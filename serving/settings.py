@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.errors import ConfigError
@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from .grpc_edge import GrpcSecurity
 
 DEFAULT_MODEL = "fashion-mnist"
+DEFAULT_PROVIDERS = "CPUExecutionProvider"
 ALL_URLS = "."  # an OpenTelemetry excluded-URLs pattern (a regex searched in the URL) that matches every URL
 
 
@@ -42,8 +43,16 @@ class ServeSettings(BaseSettings):
         "else ~/.cache/imgserve)",
     )
     model: str = Field(DEFAULT_MODEL, description="model name in the registry")
-    version: str = Field("production", description="alias or version number to serve")
+    models: str = Field(
+        "", description="several models at once: comma list of NAME[:VARIANT], or * for every model in the "
+        "registry; the first is the default of /predict (empty: IMGSERVE_MODEL alone)",
+    )
+    version: str = Field("production", description="alias or version number to serve (of every model)")
     variant: Literal["int8", "fp32"] = "int8"
+    providers: str = Field(
+        DEFAULT_PROVIDERS, description="ONNX Runtime execution providers, comma list in order of preference "
+        "(CPU, CUDA, TensorRT, OpenVINO, ... as the installed onnxruntime build has them)",
+    )
 
     workers: int = Field(
         default_factory=lambda: _cpus(), ge=1, le=64,
@@ -121,6 +130,35 @@ class ServeSettings(BaseSettings):
             )
             raise ConfigError(f"invalid serving settings: {problems}") from None
 
+    @field_validator("providers")
+    @classmethod
+    def _providers_installed(cls, value: str) -> str:
+        """Fail at start-up, naming what is installed, when a provider is missing. Only when the default is
+        changed: BentoML's arbiter reads these settings and would otherwise import onnxruntime for nothing."""
+        if value != DEFAULT_PROVIDERS:
+            from inference.session import check_providers
+
+            check_providers(value.split(","))
+        return value
+
+    def model_specs(self, registry_models: Callable[[], list[str]]) -> list[tuple[str, str]]:
+        """(name, variant) of every model to serve, the default first: ``IMGSERVE_MODELS`` (``*``: all of
+        ``registry_models()``), else ``IMGSERVE_MODEL``."""
+        from inference.registry import check_name, check_variant
+
+        words = [w.strip() for w in self.models.split(",") if w.strip()]
+        if words == ["*"]:
+            words = registry_models()
+            if not words:
+                raise ConfigError("IMGSERVE_MODELS=* but the registry holds no model yet")
+        specs: dict[str, str] = {}
+        for word in words or [self.model]:
+            name, _, variant = word.partition(":")
+            if name in specs:
+                raise ConfigError(f"IMGSERVE_MODELS names {name!r} twice")
+            specs[check_name(name)] = check_variant(variant or self.variant)
+        return list(specs.items())
+
     @model_validator(mode="after")
     def _share_cores_between_workers(self) -> ServeSettings:
         """With several workers, the default lanes/decode threads split the cores instead of each taking all."""
@@ -172,21 +210,26 @@ class ServeSettings(BaseSettings):
             linger_s=self.linger_s,
         )
 
-    def batching(self) -> BatchingConfig:
+    def batching(self, models: int = 1) -> BatchingConfig:
+        """One model's batcher. With several models the worker's lanes are shared out (at least one each), so
+        N models do not run N times the threads the cores can take."""
         from inference.batcher import BatchingConfig
 
         return BatchingConfig(
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue=self.max_queue,
-            lanes=self.lanes,
+            lanes=max(1, self.lanes // max(1, models)),
             timeout_s=self.timeout_s,
         )
 
     def session_options(self) -> SessionOptions:
         from inference.session import SessionOptions
 
-        return SessionOptions(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
+        return SessionOptions(
+            intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning,
+            providers=tuple(p.strip() for p in self.providers.split(",") if p.strip()),
+        )
 
     def decode_limits(self) -> DecodeLimits:
         from inference.imagecodec import DecodeLimits
