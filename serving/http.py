@@ -40,6 +40,7 @@ from .edge import (
     read_body,
 )
 from .multipart import read_form
+from .ratelimit import http_client
 from .settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -308,7 +309,7 @@ class HttpFrontend:
 
     async def predict(self, request: Request) -> JSONResponse:
         name = request.query_params.get("model")  # None: the default (first) model
-        with self.runtime.admit(name):
+        with self.runtime.admit(name, http_client(request)):
             image, form_top_k = await read_image(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images([image], name=name)
@@ -318,7 +319,7 @@ class HttpFrontend:
 
     async def predict_batch(self, request: Request) -> JSONResponse:
         name = request.query_params.get("model")
-        with self.runtime.admit(name):
+        with self.runtime.admit(name, http_client(request)):
             images, form_top_k = await read_images(request, self.settings)
             k = parse_top_k(request.query_params.get("top_k", form_top_k), self.settings.default_top_k)
             result = await self.runtime.classify_images(images, name=name)

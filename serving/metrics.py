@@ -236,6 +236,10 @@ class ServingMetrics:
                    self.model_requests, self.model_request_seconds, self.last_inference)
         return [f for m in metrics for f in m.collect()]
 
+    def observe_load_failure(self, model: str) -> None:
+        """``ModelSlot``'s ``on_load_error`` hook."""
+        self.load_failures.labels(model).inc()
+
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""
         self.drift_psi.labels(model, str(version), signal).set(value)
@@ -247,5 +251,7 @@ class ServingMetrics:
             self.model_info.labels(*old_label.split(":", 2), self._providers.get(name, provider)).set(0)
         self._providers[name] = provider
         self.model_info.labels(name, version, variant, provider).set(1)
+        self.ready.set(1)
+        self.load_failures.labels(name)  # the series exists (at 0) from the first load on, so increase() sees a failure
         self.swaps.labels(name).inc()
         self.load_seconds.observe(seconds)

@@ -41,8 +41,10 @@ from inference.errors import ImgServeError, InvalidInput
 
 from .edge import retry_after_value
 from .grpc_edge import OVERLOAD_OPTIONS, GrpcSecurity, add_port
+from .grpc_health import ReadinessHealth
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
+from .ratelimit import grpc_client
 from .runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -113,7 +115,7 @@ class OipServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
         model = self.plane.resolve(request.model_name, request.model_version)
-        with self.plane.admit(request.model_name):
+        with self.plane.admit(request.model_name, grpc_client(context)):
             inputs = _decode_inputs(request)
             outputs = [
                 RequestedOutput(o.name, classification=_int_param(o.parameters, "classification"))
@@ -244,15 +246,16 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
 class GrpcServer:
     """A started OIP gRPC server: ``port`` is the bound port (useful when asked for port 0)."""
 
-    def __init__(self, server: grpc.aio.Server, host: str, port: int):
-        self.server, self.host, self.port = server, host, port
+    def __init__(self, server: grpc.aio.Server, host: str, port: int, health: ReadinessHealth):
+        self.server, self.host, self.port, self.health = server, host, port, health
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     async def stop(self, grace: float | None = 5.0) -> None:
-        """Refuse new RPCs, give in-flight ones ``grace`` seconds, then cancel the rest."""
+        """Health NOT_SERVING, refuse new RPCs, give in-flight ones ``grace`` seconds, then cancel the rest."""
+        await self.health.stop()
         await self.server.stop(grace)
 
 
@@ -265,6 +268,7 @@ async def start_grpc_server(
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
     security: GrpcSecurity | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
 
@@ -273,7 +277,8 @@ async def start_grpc_server(
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
     seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``ModelInfer`` takes a slot of
     the runtime's admission control, shared with HTTP and OIP REST. ``security``: token and TLS
-    (serving/grpc_edge.py, which also explains the overload options).
+    (serving/grpc_edge.py, which also explains the overload options). ``grpc.health.v1`` reports ``ready()``
+    (default: the model is loaded; the service adds "and not draining"), see serving/grpc_health.py.
     """
     security = security or GrpcSecurity()
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
@@ -286,17 +291,20 @@ async def start_grpc_server(
         *OVERLOAD_OPTIONS,
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc, security)], options=options)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(
-        OipServicer(OipDataPlane(get_runtime)), server
-    )
+    plane = OipDataPlane(get_runtime)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(plane), server)
+    health = ReadinessHealth(ready or plane.ready)
+    health.attach(server)
     _enable_reflection(server)
     bound = add_port(server, host, port, security)
     await server.start()
+    await health.sync()
+    health.start()
     log.info(
         "OIP gRPC server listening on %s:%d (%s, %s)", host, bound, "TLS" if security.tls else "plaintext",
         "token required" if security.token else "no token",
     )
-    return GrpcServer(server, host, bound)
+    return GrpcServer(server, host, bound, health)
 
 
 def _enable_reflection(server: grpc.aio.Server) -> None:

@@ -31,6 +31,7 @@ from inference.errors import ImgServeError, InvalidInput, NotReady, PayloadTooLa
 from .edge import error_response, internal_error_response, read_body
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
+from .ratelimit import http_client
 from .runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        with plane.admit(name):
+        with plane.admit(name, http_client(request)):
             body = await read_body(request, max_body_bytes)
             args = (
                 body,

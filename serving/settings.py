@@ -101,6 +101,11 @@ class ServeSettings(BaseSettings):
         30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
+    drain_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="SIGTERM: a worker stops being ready at once and exits within this many seconds, after "
+        "answering what it was sent (serving/lifecycle.py); 0 = stop at once",
+    )
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
     grpc_host: str | None = Field(
@@ -118,6 +123,31 @@ class ServeSettings(BaseSettings):
         False, description="BentoML's OpenTelemetry spans per request (set up an exporter in BentoML's `tracing` config)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Live operations (docs/operations.md): rate limits, the prediction log, drift signals.
+    rate_limit: str | None = Field(
+        None, description="per client (bearer token, else address) and per worker, e.g. 100/minute; unset = none"
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="requests a client may send at once (0 = the limit's count)")
+    data_dir: str = Field("data", description="where the prediction log is written (predictions/ inside)")
+    prediction_log_sample: float = Field(0.0, ge=0, le=1, description="share of requests logged (0 = off)")
+    prediction_log_images: bool = Field(False, description="store the images of logged requests too")
+    prediction_log_max_mb: int = Field(64, ge=1, description="rotate a prediction log file at this size")
+    drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
+    drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
+    drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value:
+            from .ratelimit import RateLimit
+
+            try:
+                RateLimit.parse(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value or None
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeSettings:
