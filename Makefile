@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 PORT ?= 3000
 PYTEST_ARGS ?=
 
-.PHONY: serve test setup-serve setup-all system-deps default-model lint bench-quant clean
+.PHONY: serve test setup-serve setup-all system-deps default-model replicas-demo lint bench-quant clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ test: setup-all
 default-model: setup-all
 	$(VENV)/bin/imgserve train --dataset fashion-mnist --arch small-cnn --out runs/fashion-mnist
 	$(VENV)/bin/imgserve export runs/fashion-mnist --name fashion-mnist
+
+## Three `bentoml serve` replicas behind HAProxy on one registry, with the admin runner, under steady load:
+## promote, rolling restart (SIGTERM), kill -9, rollback; prints the timeline and the counts (docs/deploying.md).
+## The e2e test tests/e2e/test_replicas.py runs the same.
+replicas-demo: setup-all
+	$(PY) -m deploy.replicas
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .

@@ -6,6 +6,7 @@
 - ``load URL``: one sweep against a server you started yourself;
 - ``corpus``: generate (or find) the cached image corpora;
 - ``targets``: list workloads and targets, and whether each can run here;
+- ``soak``: a long run at a steady share of peak with hot swaps and worker kills (issue 12's soak);
 - ``prepare``: produce a workload's model if it is missing (e.g. the synthetic MobileNetV2, minutes).
 
 Nothing heavy is imported until a command runs.
@@ -66,7 +67,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from .procs import cleanup_on_exit
-    from .runner import RunConfig, run_suite
+    from .runconfig import RunConfig
+    from .runner import run_suite
     from .targets import select_targets
     from .workloads import DEFAULT_WORKLOADS, parse_workload
 
@@ -200,6 +202,12 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, default=None, help="registry root for the preset workloads")
     p.add_argument("--imgserve-dir", type=Path, default=None, help="where `bentoml serve .` runs (default: repo root)")
     p.set_defaults(func=targets_cmd)
+
+    p = sub.add_parser("soak", help="hold ~70 %% of peak load for a long time with hot swaps and worker kills")
+    from .soak import add_soak_args, soak_cmd
+
+    add_soak_args(p)
+    p.set_defaults(func=soak_cmd)
 
     p = sub.add_parser("prepare", help="produce missing workload models via their prepare hooks (may take minutes)")
     p.add_argument("workloads", nargs="?", default=None, help="comma list (default: the presets)")

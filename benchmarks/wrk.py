@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import shutil
 import tempfile
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .load import HttpRequest, LoadSpec, PointResult, Probe, check_loopback
+from .bodies import HttpRequest
+from .clients import check_loopback
+from .load import LoadSpec, PointResult, Probe
 
 WRK_BINARY = "wrk"
 RESULT_MARK = "IMGSERVE_WRK_RESULT "
@@ -47,6 +50,8 @@ request = function()
   i = i % n + 1
   return requests[i]
 end
+local pause = tonumber(os.getenv("IMGSERVE_WRK_DELAY_MS") or "0")
+if pause > 0 then delay = function() return pause end end
 done = function(summary, latency, reqs)
   local e = summary.errors
   local p = {}
@@ -101,10 +106,12 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _run(argv: list[str], timeout_s: float) -> tuple[str, float]:
+async def _run(argv: list[str], timeout_s: float, delay_ms: float = 0.0) -> tuple[str, float]:
     """Run wrk; its output and the CPU seconds it used (it is this process's only child meanwhile)."""
     before = _children_cpu_s()
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    env = {**os.environ, "IMGSERVE_WRK_DELAY_MS": f"{max(0.0, delay_ms):.3f}"}
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                                                env=env)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=timeout_s)
     except TimeoutError:
@@ -115,10 +122,11 @@ async def _run(argv: list[str], timeout_s: float) -> tuple[str, float]:
 
 
 async def run_wrk(url: str, requests: Sequence[HttpRequest], spec: LoadSpec, *, probe: Probe | None = None,
-                  threads: int = 1) -> PointResult:
+                  threads: int = 1, delay_ms: float = 0.0) -> PointResult:
     """One closed-loop point: a warm-up run of ``spec.warmup_s``, then the measured run of ``spec.duration_s``
     between two probes (server CPU, /metrics). One wrk thread drives all connections by default: the
-    cheapest client, and one thread's epoll loop handles hundreds of connections at these rates."""
+    cheapest client, and one thread's epoll loop handles hundreds of connections at these rates.
+    ``delay_ms``: each connection pauses this long before its next request (a throttled load, for soaks)."""
     check_loopback(url)
     binary = wrk_path()
     if binary is None:
@@ -145,6 +153,6 @@ async def run_wrk(url: str, requests: Sequence[HttpRequest], spec: LoadSpec, *, 
         if spec.warmup_s > 0:
             await _run(argv(spec.warmup_s), spec.warmup_s + grace)
         before = await probe() if probe else {}
-        out, cpu_s = await _run(argv(spec.duration_s), spec.duration_s + grace)
+        out, cpu_s = await _run(argv(spec.duration_s), spec.duration_s + grace, delay_ms)
         after = await probe() if probe else {}
     return to_point(parse_result(out), conns, cpu_s, {"before": before, "after": after})

@@ -17,7 +17,7 @@ from inference.errors import ImgServeError
 from inference.version import __version__
 
 # Order here is the order in --help.
-COMMAND_MODULES = ("train", "export", "import_", "models", "serve", "admin", "retrain", "bench")
+COMMAND_MODULES = ("train", "export", "import_", "models", "predictions", "serve", "admin", "retrain", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

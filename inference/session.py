@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import InvalidInput, RegistryError
+from .errors import ConfigError, InvalidInput, RegistryError
 from .metadata import ModelCard
 from .preprocess import model_input
 
@@ -27,6 +27,9 @@ class SessionOptions:
     inter_op_threads: int = 1
     allow_spinning: bool = False
     graph_optimization: str = "all"  # disable | basic | extended | all
+    # ONNX Runtime execution providers in order of preference (IMGSERVE_PROVIDERS); check_providers() names the
+    # installed ones when one is missing, instead of ORT's silent fallback to the CPU.
+    providers: tuple[str, ...] = ("CPUExecutionProvider",)
 
     def build(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -64,6 +67,7 @@ class OnnxClassifier:
                 f"model input shape {list(shape)} does not match metadata preprocessing {list(expected)}"
             )
         self._outputs_softmax = bool(card.export.get("outputs_probabilities", True))
+        self.provider = session.get_providers()[0]  # the one that runs the graph (others only take what it cannot)
         self.max_batch: int | None = None  # the batcher's cap for this model, if measured (efficient_batch)
 
     @classmethod
@@ -74,8 +78,9 @@ class OnnxClassifier:
         if not path.is_file():
             raise RegistryError(f"model file for variant {variant!r} of {card.name} v{card.version} is missing")
         t0 = time.perf_counter()
+        options = options or SessionOptions()
         session = ort.InferenceSession(
-            str(path), sess_options=(options or SessionOptions()).build(), providers=["CPUExecutionProvider"]
+            str(path), sess_options=options.build(), providers=list(check_providers(options.providers))
         )
         model = cls(session, card, variant, path)
         log.info("loaded %s v%s (%s) in %.0f ms", card.name, card.version, variant, 1e3 * (time.perf_counter() - t0))
@@ -135,6 +140,26 @@ class OnnxClassifier:
                 break
             best, chosen = min(best, per_row), n
         return chosen
+
+
+def check_providers(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Full ORT provider names for ``names`` (``CUDA`` or ``CUDAExecutionProvider``, any case); a ConfigError
+    naming what this onnxruntime build has when one is not available."""
+    available = ort.get_available_providers()
+    by_key = {p.lower().removesuffix("executionprovider"): p for p in available}
+    resolved = []
+    for name in names:
+        key = name.strip().lower().removesuffix("executionprovider")
+        if key not in by_key:
+            raise ConfigError(
+                f"execution provider {name.strip()!r} is not available in this onnxruntime {ort.__version__} "
+                f"(installed: {', '.join(available)}); install the matching package (e.g. onnxruntime-gpu for CUDA "
+                "and TensorRT, onnxruntime-openvino) or change IMGSERVE_PROVIDERS"
+            )
+        resolved.append(by_key[key])
+    if not resolved:
+        raise ConfigError(f"IMGSERVE_PROVIDERS names no provider (installed: {', '.join(available)})")
+    return tuple(dict.fromkeys(resolved))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -83,19 +83,23 @@ class ServingMetrics:
             "imgserve_requests_in_flight", "prediction requests admitted, all transports (HTTP, OIP REST, gRPC)",
             multiprocess_mode="livesum",
         )
-        self.batch_size = Histogram("imgserve_batch_size", "rows per ONNX Runtime run", buckets=BATCH_BUCKETS)
+        self.batch_size = Histogram(
+            "imgserve_batch_size", "rows per ONNX Runtime run", ["model"], buckets=BATCH_BUCKETS
+        )
         self.inference = Histogram(
-            "imgserve_inference_seconds", "seconds per ONNX Runtime run (one batch)", buckets=INFERENCE_BUCKETS
+            "imgserve_inference_seconds", "seconds per ONNX Runtime run (one batch)", ["model"],
+            buckets=INFERENCE_BUCKETS,
         )
         self.queue_wait = Histogram(
-            "imgserve_queue_wait_seconds", "longest wait in the queue of the requests in a batch",
+            "imgserve_queue_wait_seconds", "longest wait in the queue of the requests in a batch", ["model"],
             buckets=LATENCY_BUCKETS,
         )
         self.queue_depth = Gauge(
             "imgserve_queue_depth", "rows waiting for a batch lane", multiprocess_mode="livesum"
         )
         self.model_info = Gauge(
-            "imgserve_model_info", "the served model version (1) per worker", ["model", "version", "variant"],
+            "imgserve_model_info", "the served model version (1) per worker, with the ONNX Runtime execution "
+            "provider running it", ["model", "version", "variant", "provider"],
             multiprocess_mode="livemax",
         )
         self.swaps = Counter("imgserve_model_swaps", "model versions swapped in (including the first load)", ["model"])
@@ -122,6 +126,7 @@ class ServingMetrics:
             per_model, multiprocess_mode="max",
         )
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._providers: dict[str, str] = {}  # model name -> provider of its served version
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
         )
@@ -158,24 +163,28 @@ class ServingMetrics:
 
     def observe_batch(self, model: Any, rows: int, infer_seconds: float, max_wait_s: float) -> None:
         """``MicroBatcher``'s ``on_batch`` hook."""
-        self.batch_size.observe(rows)
-        self.inference.observe(infer_seconds)
-        self.queue_wait.observe(max_wait_s)
         children = self._per_model(model)
         children[0].inc(rows)
         children[1].inc()
+        batch_size, inference, queue_wait = children[9:]
+        batch_size.observe(rows)
+        inference.observe(infer_seconds)
+        queue_wait.observe(max_wait_s)
 
-    def observe_inference(self, model: Any, ok: bool, queue_s: float, compute_s: float, total_s: float) -> None:
-        """``MicroBatcher``'s ``on_request`` hook: the per-request half of Triton's statistics."""
-        _, _, queue, compute, last, success, success_s, fail, fail_s = self._per_model(model)
+    def observe_inference(
+        self, model: Any, ok: bool, requests: int, queue_s: float, compute_s: float, total_s: float
+    ) -> None:
+        """``MicroBatcher``'s ``on_request`` hook (once per batch, times summed over its requests): the
+        per-request half of Triton's statistics."""
+        _, _, queue, compute, last, success, success_s, fail, fail_s = self._per_model(model)[:9]
         if ok:
-            success.inc()
+            success.inc(requests)
             success_s.inc(total_s)
             queue.inc(queue_s)
             compute.inc(compute_s)
             last.set(time.time())
         else:
-            fail.inc()
+            fail.inc(requests)
             fail_s.inc(total_s)
 
     def _per_model(self, model: Any) -> tuple[Any, ...]:
@@ -188,6 +197,7 @@ class ServingMetrics:
                 self.compute_seconds.labels(*key), self.last_inference.labels(*key),
                 self.model_requests.labels(*key, "success"), self.model_request_seconds.labels(*key, "success"),
                 self.model_requests.labels(*key, "fail"), self.model_request_seconds.labels(*key, "fail"),
+                self.batch_size.labels(key[0]), self.inference.labels(key[0]), self.queue_wait.labels(key[0]),
             )
             self._children[key] = children
         return children
@@ -229,15 +239,22 @@ class ServingMetrics:
                    self.model_requests, self.model_request_seconds, self.last_inference)
         return [f for m in metrics for f in m.collect()]
 
+    def observe_load_failure(self, model: str) -> None:
+        """``ModelSlot``'s ``on_load_error`` hook."""
+        self.load_failures.labels(model).inc()
+
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""
         self.drift_psi.labels(model, str(version), signal).set(value)
 
-    def observe_swap(self, old_label: str | None, new_label: str, seconds: float) -> None:
-        """``ModelRuntime``'s ``on_swap`` hook; labels are ``name:version:variant``."""
-        if old_label:
-            self.model_info.labels(*old_label.split(":", 2)).set(0)
+    def observe_swap(self, old_label: str | None, new_label: str, seconds: float, provider: str = "") -> None:
+        """``ModelSlot``'s ``on_swap`` hook; labels are ``name:version:variant``."""
         name, version, variant = new_label.split(":", 2)
-        self.model_info.labels(name, version, variant).set(1)
+        if old_label:
+            self.model_info.labels(*old_label.split(":", 2), self._providers.get(name, provider)).set(0)
+        self._providers[name] = provider
+        self.model_info.labels(name, version, variant, provider).set(1)
+        self.ready.set(1)
+        self.load_failures.labels(name)  # the series exists (at 0) from the first load on, so increase() sees a failure
         self.swaps.labels(name).inc()
         self.load_seconds.observe(seconds)

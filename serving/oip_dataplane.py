@@ -61,9 +61,10 @@ class OipDataPlane:
         self._get_runtime = get_runtime
 
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request."""
-        with self.runtime.admit():
+    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
+        """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request;
+        ``client`` is what the rate limit counts against (serving.ratelimit.client_key)."""
+        with self.runtime.admit(name, client):
             yield
 
     @property
@@ -89,12 +90,8 @@ class OipDataPlane:
         return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
 
     def resolve(self, name: str, version: str = "") -> OnnxClassifier:
-        """The served model if it is ``name`` (at ``version``, when given); NotFound otherwise."""
-        runtime = self.runtime
-        served = runtime.settings.model
-        if name != served:
-            raise NotFound(f"unknown model '{name}'; this server serves '{served}'")
-        model = runtime.model  # NotReady while loading
+        """The served model ``name`` (at ``version``, when given); NotFound otherwise, NotReady while loading."""
+        model = self.runtime.slot(name).model
         if version and version != str(model.card.version):
             raise NotFound(
                 f"model '{name}' version '{version}' is not served; the served version is {model.card.version}"
@@ -130,7 +127,7 @@ class OipDataPlane:
         """Triton's model configuration of the served version (see :func:`oip_triton.model_config`)."""
         model = self.resolve(name, version)
         runtime = self.runtime
-        return model_config(model, runtime.batcher.config, runtime.settings.max_batch_images)
+        return model_config(model, runtime.slot(name).batcher.config, runtime.settings.max_batch_images)
 
     def model_statistics(self, name: str = "", version: str = "") -> dict[str, Any]:
         """Triton's ``ModelStatistics`` for every served model (or ``name``[/``version``]), summed over the
@@ -142,21 +139,23 @@ class OipDataPlane:
         if name:
             served = {(name, str(self.resolve(name, version).card.version))}
         else:
-            served = {(runtime.settings.model, str(runtime.model.card.version))} if runtime.ready else set()
+            served = {(n, str(s.model.card.version)) for n, s in runtime.slots.items() if s.ready}
         counters = ServingMetrics.get().model_statistics()
         keys = served | {k for k in counters if (not name or k[0] == name) and (not version or k[1] == version)}
         return {"model_stats": [triton_stats(k, counters.get(k, {})) for k in sorted(keys)]}
 
     def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
-        """Every model in the registry: the served one READY at its served version, the rest UNAVAILABLE."""
+        """Every model in the registry: served ones READY at their served version (LOADING before), the rest
+        UNAVAILABLE."""
         runtime = self.runtime
-        served = runtime.settings.model
+        slots = runtime.slots
         index = []
-        for name in sorted(set(runtime.registry.list_models()) | {served}):
-            if name == served and runtime.ready:
-                index.append({"name": name, "version": str(runtime.model.card.version), "state": "READY", "reason": ""})
-            elif name == served:
-                index.append({"name": name, "version": "", "state": "LOADING", "reason": runtime.last_error or ""})
+        for name in sorted(set(runtime.registry.list_models()) | set(slots)):
+            slot = slots.get(name)
+            if slot is not None and slot.ready:
+                index.append({"name": name, "version": str(slot.model.card.version), "state": "READY", "reason": ""})
+            elif slot is not None:
+                index.append({"name": name, "version": "", "state": "LOADING", "reason": slot.last_error or ""})
             else:
                 index.append({"name": name, "version": "", "state": "UNAVAILABLE",
                               "reason": "in the registry, not served by this server (IMGSERVE_MODELS)"})
@@ -177,7 +176,8 @@ class OipDataPlane:
         tensor = self._check_input(model, inputs)
         runtime = self.runtime
         if tensor.name == IMAGE_INPUT:
-            result = await runtime.classify_images(list(tensor.data.reshape(-1)), timeout_s=timeout_s)
+            images = list(tensor.data.reshape(-1))
+            result = await runtime.classify_images(images, name=model.card.name, timeout_s=timeout_s)
         elif tensor.datatype == "UINT8":
             result = await runtime.classify_pixels(tensor.data, model=model, timeout_s=timeout_s)
         else:

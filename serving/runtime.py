@@ -1,16 +1,14 @@
-"""The data plane shared by every front end (HTTP, OIP REST, OIP gRPC): owns the loaded model,
-swaps versions without dropping requests, and feeds one micro-batcher.
+"""The data plane shared by every front end (HTTP, OIP REST, OIP gRPC): the worker's served models (one
+:class:`serving.slot.ModelSlot` each: alias, variant, batcher, hot swap), decoding and admission.
 
-Hot swap: the new version is loaded and warmed beside the old one (in a thread, off the event loop), then
-one reference is replaced. A request captures the model it was preprocessed for, so it finishes on that
-version even if a swap happens meanwhile; the old session is freed when the last such request is done.
+Several models (``IMGSERVE_MODELS``) share the decode pool and one admission control; each has its own batcher,
+with the worker's lanes shared out between them, and swaps on its own. ``IMGSERVE_MODEL`` alone is one slot.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,18 +18,23 @@ from typing import Any
 
 import numpy as np
 
-from inference.batcher import MicroBatcher
-from inference.errors import ImgServeError, InvalidInput, NotReady, RegistryError
+from inference.batcher import MicroBatcher, OutcomeObserver
+from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image, load_image, open_image
 from inference.metadata import ModelCard
 from inference.preprocess import image_to_pixels, normalize, to_model_layout
-from inference.registry import Registry, utc_now
+from inference.registry import Registry
 from inference.session import OnnxClassifier, top_k
 
 from .admission import Admission
+from .ratelimit import RateLimiter
 from .settings import ServeSettings
+from .slot import ModelSlot, SlotConfig, SwapObserver
 
 log = logging.getLogger(__name__)
+
+# (the model that answered, probabilities [N, C], uint8 NHWC pixels, encoded images or None, perf_counter at start)
+ClassifiedObserver = Callable[[OnnxClassifier, np.ndarray, np.ndarray, "list[bytes] | None", float], None]
 
 INLINE_DECODE_MAX_BYTES = 64 * 1024  # bigger payloads are not even parsed on the event loop
 
@@ -55,11 +58,10 @@ class Classification:
         return top_k(self.probabilities, self.card.labels, k)
 
 
-# (old label or None, new label, seconds to load+warm)
-SwapObserver = Callable[[str | None, str, float], None]
-
-
 class ModelRuntime:
+    """Every model this worker serves (one :class:`ModelSlot` each, the default first), the decode pool and
+    the admission control they share. ``name=None`` everywhere means the default model."""
+
     def __init__(
         self,
         settings: ServeSettings,
@@ -67,182 +69,119 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
-        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
+        on_request: OutcomeObserver | None = None,
+        on_classified: ClassifiedObserver | None = None,
+        on_load_error: Callable[[str], None] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
         self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
-        self.batcher = MicroBatcher(settings.batching(), on_batch=on_batch, on_request=on_request)
+        specs = settings.model_specs(self.registry.list_models)
+        self.slots: dict[str, ModelSlot] = {}
+        for name, variant in specs:
+            config = SlotConfig(
+                name, variant, settings.version, settings.batching(len(specs)), settings.session_options(),
+                settings.auto_batch, settings.poll_interval_s,
+            )
+            self.slots[name] = ModelSlot(
+                config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request,
+                on_load_error=on_load_error,
+            )
+        self.default = specs[0][0]
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
-        self._model: OnnxClassifier | None = None
-        self._swap_lock = asyncio.Lock()
-        self._watch_task: asyncio.Task[None] | None = None
-        self._on_swap = on_swap
         self.limits = settings.decode_limits()
         self._inline_pixels = settings.inline_decode_pixels
-        self.last_error: str | None = None  # why the configured version could not be served, if it could not
-        self.serving_since: str | None = None  # UTC time of the last swap
         self._on_admit = on_admit
-        self.admission = Admission(settings.inflight_limit(), self.batcher.retry_after, on_change=self._admitted)
+        self._on_classified = on_classified  # live ops: prediction log, drift (serving/ops.py)
+        self.rate_limiter = rate_limiter
+        self.admission = Admission(settings.inflight_limit(), self.retry_after, on_change=self._admitted)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Load and warm the configured version, start batching and the alias watch.
-
-        A registry without a servable version does not crash the process: the failure is logged, ``ready``
-        stays False (so ``/readyz`` answers 503) and the alias watch keeps trying, so a replica started before
-        its model was published becomes ready on its own."""
-        try:
-            await self.reload()
-        except ImgServeError as exc:
-            self.last_error = exc.message
-            log.error(
-                "no model to serve yet: %s; not ready until %s@%s loads%s",
-                exc.message, self.settings.model, self.settings.version,
-                "" if self.settings.poll_interval_s > 0 else " (alias watch is off: POST /reload after fixing it)",
-            )
-        self.batcher.start()
-        if self.settings.poll_interval_s > 0:
-            self._watch_task = asyncio.create_task(self._watch(), name="alias-watch")
+        """Load and warm every model (together), start their batchers and alias watches. A model that cannot be
+        loaded does not crash the process: that slot stays not ready (so ``/readyz`` answers 503) and its alias
+        watch keeps trying, so a replica started before its model was published becomes ready on its own."""
+        await asyncio.gather(*(slot.start() for slot in self.slots.values()))
 
     async def stop(self) -> None:
-        if self._watch_task:
-            self._watch_task.cancel()
-            try:
-                await self._watch_task
-            except asyncio.CancelledError:
-                pass
-        await self.batcher.close()
+        await asyncio.gather(*(slot.stop() for slot in self.slots.values()))
         self._decode_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def ready(self) -> bool:
-        return self._model is not None
+        """Every configured model is loaded (Triton's strict readiness: a client may call any of them)."""
+        return all(slot.ready for slot in self.slots.values())
+
+    def slot(self, name: str | None = None) -> ModelSlot:
+        try:
+            return self.slots[name or self.default]
+        except KeyError:
+            served = ", ".join(repr(n) for n in self.slots)
+            raise NotFound(f"unknown model {name!r}; this server serves {served}") from None
 
     @property
     def model(self) -> OnnxClassifier:
-        if self._model is None:
-            reason = f": {self.last_error}" if self.last_error else ""
-            raise NotReady(f"the model is not loaded yet{reason}", retry_after=max(1.0, self.settings.poll_interval_s))
-        return self._model
+        """The default model (NotReady while it loads)."""
+        return self.slot().model
 
-    def describe(self) -> dict[str, Any]:
-        """What ``GET /model`` shows: the served version's card, minus nothing a client could misuse."""
-        model = self.model
-        card = model.card
-        return {
-            "name": card.name,
-            "version": card.version,
-            "variant": model.variant,
-            "alias": self.settings.version,
-            "labels": list(card.labels),
-            "num_classes": card.num_classes,
-            "preprocessing": dataclasses.asdict(card.preprocessing),
-            "inputs": [dataclasses.asdict(t) for t in card.inputs],
-            "outputs": [dataclasses.asdict(t) for t in card.outputs],
-            "architecture": card.architecture,
-            "metrics": card.metrics,
-            "created_at": card.created_at,
-            "parent_version": card.parent_version,
-            "serving_since": self.serving_since,
-            "variants": list(card.variants),
-            **self._variant_note(model),
-        }
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The default model's batcher."""
+        return self.slot().batcher
 
-    def _variant_note(self, model: OnnxClassifier) -> dict[str, Any]:
-        """Why the served variant is not the configured one (an import without calibration has no INT8)."""
-        if model.variant == self.settings.variant:
-            return {}
-        why = (model.card.export.get("int8") or {}).get("reason", "this version has no such file")
-        return {"variant_note": f"{self.settings.variant} is not available for this version ({why}); serving {model.variant}"}
+    @property
+    def last_error(self) -> str | None:
+        return next((s.last_error for s in self.slots.values() if s.last_error), None)
 
-    # ---- hot swap ----------------------------------------------------------------------------------
-    async def reload(self, ref: str | int | None = None) -> dict[str, Any]:
-        """Serve ``ref`` (default: the configured alias) if it differs from what is served now."""
-        name, variant = self.settings.model, self.settings.variant
-        ref = self.settings.version if ref is None else ref
-        async with self._swap_lock:
-            loop = asyncio.get_running_loop()
-            version = await loop.run_in_executor(None, self.registry.resolve, name, ref)
-            card = await loop.run_in_executor(None, self.registry.card, name, version)
-            variant = variant if variant in card.variants else "fp32"  # imported without INT8: fp32 only
-            current = self._model
-            if current is not None and current.card.version == version and current.variant == variant:
-                self.last_error = None
-                return {"changed": False, "model": name, "version": version, "variant": variant}
-            t0 = time.perf_counter()
-            new = await loop.run_in_executor(None, self._load_and_warm, name, version, variant)
-            seconds = time.perf_counter() - t0
-            self._model = new  # the swap: one reference
-            self.last_error = None
-            self.serving_since = utc_now()
-            old_label = current.label if current else None
-            log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
-            if self._on_swap:
-                self._on_swap(old_label, new.label, seconds)
-            return {
-                "changed": True,
-                "model": name,
-                "version": version,
-                "variant": variant,
-                "previous_version": current.card.version if current else None,
-                "load_seconds": round(seconds, 3),
-            }
+    @property
+    def queue_depth(self) -> int:
+        return sum(slot.batcher.queue_depth for slot in self.slots.values())
 
-    def _load_and_warm(self, name: str, version: int, variant: str) -> OnnxClassifier:
-        card = self.registry.card(name, version)
-        try:
-            model = OnnxClassifier.load(
-                self.registry.model_file(name, version, variant), card, variant, self.settings.session_options()
-            )
-            model.warmup()
-            if self.settings.auto_batch and self.settings.max_batch_size > 1:
-                model.max_batch = model.efficient_batch(self.settings.max_batch_size)
-                log.info("%s: batches of up to %d rows (fastest per row here)", model.label, model.max_batch)
-        except ImgServeError:
-            raise
-        except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed
-            log.exception("loading %s v%s (%s) failed", name, version, variant)
-            raise RegistryError(
-                f"model {name!r} v{version} ({variant}) could not be loaded ({type(exc).__name__}); see the server log"
-            ) from exc
-        return model
+    def retry_after(self) -> float:
+        return max(slot.batcher.retry_after() for slot in self.slots.values())
 
-    async def _watch(self) -> None:
-        """Poll the alias file's tag (a stat-and-hash locally, one HEAD on S3) and reload only when it changed
-        or the last attempt failed: a replica polling every 2 s costs the store almost nothing."""
-        loop = asyncio.get_running_loop()
-        name = self.settings.model
-        seen: str | None = None
-        while True:
-            await asyncio.sleep(self.settings.poll_interval_s)
-            try:
-                tag = await loop.run_in_executor(None, self.registry.aliases_tag, name)
-                unchanged = tag is not None and tag == seen and self.settings.version != "latest"  # new versions move no alias
-                if unchanged and self._model is not None and self.last_error is None:
-                    continue
-                await self.reload()
-                seen = tag  # read before the reload: a change during it is picked up on the next poll
-            except asyncio.CancelledError:
-                raise
-            except ImgServeError as exc:  # keep serving the current version; say why (once per distinct reason)
-                if exc.message != self.last_error:
-                    log.warning("alias watch: keeping %s: %s", self._model.label if self._model else None, exc.message)
-                self.last_error = exc.message
-            except Exception:
-                log.exception("alias watch: keeping %s", self._model.label if self._model else None)
+    def describe(self, name: str | None = None) -> dict[str, Any]:
+        """``GET /model[?model=NAME]``: the served version's card."""
+        return self.slot(name).describe()
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """``GET /models``: every served model, the default first, with its state."""
+        out = []
+        for name, slot in self.slots.items():
+            entry: dict[str, Any] = {"name": name, "default": name == self.default, "ready": slot.ready}
+            if slot.ready:
+                model = slot.model
+                entry.update(version=model.card.version, variant=model.variant, labels=model.card.num_classes,
+                             execution_provider=model.provider)
+            elif slot.last_error:
+                entry["error"] = slot.last_error
+            out.append(entry)
+        return out
+
+    async def reload(self, ref: str | int | None = None, name: str | None = None) -> dict[str, Any]:
+        """Hot-swap one model (``name``) or, without a name, every model to what its alias says now. The answer is
+        the (default) model's, plus ``models`` with each one's when several are served."""
+        if name is not None or len(self.slots) == 1:
+            return await self.slot(name).reload(ref)
+        results = [await slot.reload(ref) for slot in self.slots.values()]
+        return {**results[0], "models": results}
 
     # ---- admission ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def admit(self) -> Iterator[None]:
-        """Every transport's prediction requests pass here before their body is read or decoded: 503 /
-        UNAVAILABLE at once when no model is loaded or the worker's in-flight limit is reached."""
-        self.model  # noqa: B018 - raises NotReady before a body nobody can serve is read
+    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
+        """Every transport's prediction requests pass here before their body is read or decoded: 404 for a
+        model not served, 503 / UNAVAILABLE at once when it is not loaded or the worker's in-flight limit
+        (one for all models) is reached, 429 / RESOURCE_EXHAUSTED when ``client``
+        (serving.ratelimit.client_key) is over its rate limit."""
+        self.slot(name).model  # noqa: B018 - raises NotReady before a body nobody can serve is read
+        if self.rate_limiter is not None and client is not None:
+            self.rate_limiter.check(client)
         with self.admission.slot():
             yield
 
     def _admitted(self, inflight: int) -> None:
         if self._on_admit is not None:
-            self._on_admit(inflight, self.batcher.queue_depth)
+            self._on_admit(inflight, self.queue_depth)
 
     # ---- data plane --------------------------------------------------------------------------------
     def _decode_to_pixels(self, data: bytes, model: OnnxClassifier) -> np.ndarray:
@@ -267,11 +206,14 @@ class ModelRuntime:
             return loop.run_in_executor(self._decode_pool, self._load_to_pixels, image, model)
         return loop.run_in_executor(self._decode_pool, self._decode_to_pixels, data, model)
 
-    async def classify_images(self, images: list[bytes], *, timeout_s: float | None = None) -> Classification:
-        """Encoded images -> probabilities, one row per image, from one model version."""
+    async def classify_images(
+        self, images: list[bytes], *, name: str | None = None, timeout_s: float | None = None
+    ) -> Classification:
+        """Encoded images -> probabilities, one row per image, from one version of model ``name``."""
         if not images:
             raise InvalidInput("no images given")
-        model = self.model
+        started = time.perf_counter()
+        model = self.slot(name).model
         loop = asyncio.get_running_loop()
         if len(images) == 1:
             pixels = self._start_decode(images[0], model, loop)
@@ -297,16 +239,22 @@ class ModelRuntime:
                         raise type(item)(f"image {i}: {item.message}") from None
                     raise item
             pixels = np.stack(decoded)
-        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s)
+        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s, images=images, started=started)
 
     async def classify_pixels(
-        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
+        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None,
+        images: list[bytes] | None = None, started: float | None = None,
     ) -> Classification:
-        """uint8 NHWC pixels already at the model's size -> probabilities."""
+        """uint8 NHWC pixels already at the model's size -> probabilities. ``images`` (the encoded inputs) and
+        ``started`` only feed the ``on_classified`` observer."""
+        started = time.perf_counter() if started is None else started
         model = model or self.model
         if pixels.dtype != np.uint8:
             raise InvalidInput(f"pixel tensors must be uint8, got {pixels.dtype}")
-        return await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        result = await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        if self._on_classified is not None:
+            self._on_classified(model, result.probabilities, pixels, images, started)
+        return result
 
     async def classify_tensor(
         self, batch: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
@@ -319,5 +267,5 @@ class ModelRuntime:
         if batch.shape[0] > self.settings.max_batch_images:
             raise InvalidInput(f"{batch.shape[0]} inputs in one request; the limit is {self.settings.max_batch_images}")
         rows = to_model_layout(np.ascontiguousarray(batch, dtype=np.float32), spec)
-        probs = await self.batcher.submit(model, rows, timeout_s=timeout_s)
+        probs = await self.slot(model.card.name).batcher.submit(model, rows, timeout_s=timeout_s)
         return Classification(probs, model)

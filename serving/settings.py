@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from inference.errors import ConfigError
@@ -16,7 +17,11 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from inference.imagecodec import DecodeLimits
     from inference.session import SessionOptions
 
+    from .connection import ConnectionLimits
+    from .grpc_edge import GrpcSecurity
+
 DEFAULT_MODEL = "fashion-mnist"
+DEFAULT_PROVIDERS = "CPUExecutionProvider"
 ALL_URLS = "."  # an OpenTelemetry excluded-URLs pattern (a regex searched in the URL) that matches every URL
 
 
@@ -38,8 +43,16 @@ class ServeSettings(BaseSettings):
         "else ~/.cache/imgserve)",
     )
     model: str = Field(DEFAULT_MODEL, description="model name in the registry")
-    version: str = Field("production", description="alias or version number to serve")
+    models: str = Field(
+        "", description="several models at once: comma list of NAME[:VARIANT], or * for every model in the "
+        "registry; the first is the default of /predict (empty: IMGSERVE_MODEL alone)",
+    )
+    version: str = Field("production", description="alias or version number to serve (of every model)")
     variant: Literal["int8", "fp32"] = "int8"
+    providers: str = Field(
+        DEFAULT_PROVIDERS, description="ONNX Runtime execution providers, comma list in order of preference "
+        "(CPU, CUDA, TensorRT, OpenVINO, ... as the installed onnxruntime build has them)",
+    )
 
     workers: int = Field(
         default_factory=lambda: _cpus(), ge=1, le=64,
@@ -76,18 +89,65 @@ class ServeSettings(BaseSettings):
     keep_alive_s: int = Field(
         120, ge=1, le=3600,
         description="close an HTTP keep-alive connection after this many idle seconds; keep it longer than any "
-        "client's or proxy's idle timeout (serving/keepalive.py explains why)",
+        "client's or proxy's idle timeout (serving/uvicorn_config.py explains why)",
+    )
+    max_header_bytes: int = Field(32 * 1024, ge=1024, description="request line + headers, at most (431 beyond)")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a request's headers must be complete this long after its first byte (408 beyond)"
+    )
+    body_timeout_s: float = Field(10.0, gt=0, description="a request body may pause this long, at most (408 beyond)")
+    max_connections: int = Field(1000, ge=1, description="open HTTP connections per worker (503 beyond)")
+    linger_s: float = Field(
+        30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
+    drain_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="SIGTERM: a worker stops being ready at once and exits within this many seconds, after "
+        "answering what it was sent (serving/lifecycle.py); 0 = stop at once",
+    )
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
-    grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")
+    grpc_host: str | None = Field(
+        None, description="OIP gRPC bind address (default: where HTTP binds, e.g. bentoml serve --host; else 127.0.0.1)"
+    )
+    api_token: str | None = Field(
+        None, description="bearer token for inference on HTTP (Authorization header) and gRPC (authorization "
+        "metadata); unset = open. Health, readiness and /metrics stay open",
+    )
+    ssl_certfile: str | None = Field(None, description="gRPC TLS certificate (default: bentoml serve --ssl-certfile)")
+    ssl_keyfile: str | None = Field(None, description="gRPC TLS key (default: bentoml serve --ssl-keyfile)")
     admin_token: str | None = Field(None, description="bearer token for POST /reload; unset = loopback only")
     access_log: bool = Field(True, description="one structured log line per request")
     tracing: bool = Field(
         False, description="BentoML's OpenTelemetry spans per request (set up an exporter in BentoML's `tracing` config)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Live operations (docs/operations.md): rate limits, the prediction log, drift signals.
+    rate_limit: str | None = Field(
+        None, description="per client (bearer token, else address) and per worker, e.g. 100/minute; unset = none"
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="requests a client may send at once (0 = the limit's count)")
+    data_dir: str = Field("data", description="where the prediction log is written (predictions/ inside)")
+    prediction_log_sample: float = Field(0.0, ge=0, le=1, description="share of requests logged (0 = off)")
+    prediction_log_images: bool = Field(False, description="store the images of logged requests too")
+    prediction_log_max_mb: int = Field(64, ge=1, description="rotate a prediction log file at this size")
+    drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
+    drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
+    drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value:
+            from .ratelimit import RateLimit
+
+            try:
+                RateLimit.parse(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value or None
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeSettings:
@@ -99,6 +159,35 @@ class ServeSettings(BaseSettings):
                 f"IMGSERVE_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors()
             )
             raise ConfigError(f"invalid serving settings: {problems}") from None
+
+    @field_validator("providers")
+    @classmethod
+    def _providers_installed(cls, value: str) -> str:
+        """Fail at start-up, naming what is installed, when a provider is missing. Only when the default is
+        changed: BentoML's arbiter reads these settings and would otherwise import onnxruntime for nothing."""
+        if value != DEFAULT_PROVIDERS:
+            from inference.session import check_providers
+
+            check_providers(value.split(","))
+        return value
+
+    def model_specs(self, registry_models: Callable[[], list[str]]) -> list[tuple[str, str]]:
+        """(name, variant) of every model to serve, the default first: ``IMGSERVE_MODELS`` (``*``: all of
+        ``registry_models()``), else ``IMGSERVE_MODEL``."""
+        from inference.registry import check_name, check_variant
+
+        words = [w.strip() for w in self.models.split(",") if w.strip()]
+        if words == ["*"]:
+            words = registry_models()
+            if not words:
+                raise ConfigError("IMGSERVE_MODELS=* but the registry holds no model yet")
+        specs: dict[str, str] = {}
+        for word in words or [self.model]:
+            name, _, variant = word.partition(":")
+            if name in specs:
+                raise ConfigError(f"IMGSERVE_MODELS names {name!r} twice")
+            specs[check_name(name)] = check_variant(variant or self.variant)
+        return list(specs.items())
 
     @model_validator(mode="after")
     def _share_cores_between_workers(self) -> ServeSettings:
@@ -134,21 +223,43 @@ class ServeSettings(BaseSettings):
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
 
-    def batching(self) -> BatchingConfig:
+    def grpc_endpoint(self, argv: Sequence[str]) -> tuple[str, GrpcSecurity]:
+        """gRPC's bind address and security in a BentoML worker whose command line is ``argv``."""
+        from .grpc_edge import grpc_endpoint
+
+        return grpc_endpoint(self.grpc_host, self.api_token, self.ssl_certfile, self.ssl_keyfile, argv)
+
+    def connection_limits(self) -> ConnectionLimits:
+        from .connection import ConnectionLimits
+
+        return ConnectionLimits(
+            max_header_bytes=self.max_header_bytes,
+            header_timeout_s=self.header_timeout_s,
+            body_timeout_s=self.body_timeout_s,
+            max_connections=self.max_connections,
+            linger_s=self.linger_s,
+        )
+
+    def batching(self, models: int = 1) -> BatchingConfig:
+        """One model's batcher. With several models the worker's lanes are shared out (at least one each), so
+        N models do not run N times the threads the cores can take."""
         from inference.batcher import BatchingConfig
 
         return BatchingConfig(
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue=self.max_queue,
-            lanes=self.lanes,
+            lanes=max(1, self.lanes // max(1, models)),
             timeout_s=self.timeout_s,
         )
 
     def session_options(self) -> SessionOptions:
         from inference.session import SessionOptions
 
-        return SessionOptions(intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning)
+        return SessionOptions(
+            intra_op_threads=self.intra_op_threads, allow_spinning=self.allow_spinning,
+            providers=tuple(p.strip() for p in self.providers.split(",") if p.strip()),
+        )
 
     def decode_limits(self) -> DecodeLimits:
         from inference.imagecodec import DecodeLimits

@@ -14,6 +14,7 @@ def run_admin(args: argparse.Namespace) -> int:
 
     from admin.app import create_app
     from admin.settings import AdminSettings
+    from serving.connection import ConnectionLimits, protocol_class
     from serving.edge import is_loopback
 
     overrides = {k: v for k, v in {"models_dir": args.models_dir, "data_dir": args.data_dir, "service_url": args.service_url}.items() if v is not None}
@@ -24,7 +25,12 @@ def run_admin(args: argparse.Namespace) -> int:
         )
     if not settings.admin_token:
         print("imgserve admin: no IMGSERVE_ADMIN_TOKEN set; serving loopback clients only", flush=True)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    # the service's connection edge (header limits, timeouts, lingering close after a refused upload)
+    limits = ConnectionLimits()
+    uvicorn.run(
+        create_app(settings), host=args.host, port=args.port, log_level="info",
+        http=protocol_class(limits), h11_max_incomplete_event_size=limits.max_header_bytes,
+    )
     return 0
 
 

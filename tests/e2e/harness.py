@@ -253,7 +253,7 @@ def create_inference_app(settings: Any = None) -> Any:
     inflight = Gauge("imgserve_requests_in_flight", "requests in progress", registry=reg)
     info = Gauge("imgserve_model_info", "served version", ["model", "version", "variant"], registry=reg)
 
-    def on_swap(old: str | None, new: str, seconds: float) -> None:
+    def on_swap(old: str | None, new: str, seconds: float, provider: str = "") -> None:
         if old:
             info.labels(*old.split(":", 2)).set(0)
         info.labels(*new.split(":", 2)).set(1)

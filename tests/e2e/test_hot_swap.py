@@ -98,8 +98,8 @@ def test_swaps_are_counted(server: Server) -> None:
     text = httpx.get(server.url + "/metrics").text
     swaps = re.search(r'imgserve_model_swaps_total\{model="tiny"\} ([0-9.]+)', text)
     assert swaps and float(swaps[1]) > 0 and float(swaps[1]) % 3 == 0  # per worker: the first load, v2, v3
-    assert 'imgserve_model_info{model="tiny",variant="int8",version="3"} 1.0' in text
-    assert 'imgserve_model_info{model="tiny",variant="int8",version="1"} 0.0' in text
+    assert 'imgserve_model_info{model="tiny",provider="CPUExecutionProvider",variant="int8",version="3"} 1.0' in text
+    assert 'imgserve_model_info{model="tiny",provider="CPUExecutionProvider",variant="int8",version="1"} 0.0' in text
 
 
 def test_cold_start_is_quick(server: Server) -> None:

@@ -1,5 +1,6 @@
-"""The service's HTTP keep-alive timeout: applied to the uvicorn server BentoML's worker builds, longer than
-the idle timeout of common clients (so the client, not the server, ends idle connections)."""
+"""What the service puts into the uvicorn server BentoML's worker builds: our connection edge (protocol class,
+header limit) and an HTTP keep-alive timeout longer than the idle timeout of common clients (so the client,
+not the server, ends idle connections)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import httpx
 import pytest
 import uvicorn
 
-from serving import keepalive
+from serving import uvicorn_config as keepalive
+from serving.connection import ConnectionLimits, EdgeH11Protocol
 from serving.settings import ServeSettings
 
 
@@ -16,6 +18,7 @@ def pristine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     """Undo the wrapper (and the module's state) after each test, whatever imported service.py before."""
     monkeypatch.setattr(uvicorn.Config, "__init__", uvicorn.Config.__init__)
     monkeypatch.setattr(keepalive, "_seconds", None)
+    monkeypatch.setattr(keepalive, "_protocol", None)
 
 
 def _config(**kw: object) -> uvicorn.Config:
@@ -24,19 +27,30 @@ def _config(**kw: object) -> uvicorn.Config:
 
 @pytest.mark.usefixtures("pristine_config")
 def test_applies_to_configs_built_afterwards_even_over_bentomls_default() -> None:
-    assert keepalive.apply_keep_alive(120, argv=["worker", ".", "--fd", "3"]) is True
+    assert keepalive.configure_uvicorn(120, argv=["worker", ".", "--fd", "3"]) is True
     assert _config(timeout_keep_alive=5).timeout_keep_alive == 120  # what BentoML's worker passes by default
-    assert keepalive.apply_keep_alive(90, argv=[]) is True  # idempotent: no second wrapper, the new value
+    assert keepalive.configure_uvicorn(90, argv=[]) is True  # idempotent: no second wrapper, the new value
     assert _config().timeout_keep_alive == 90
     assert keepalive.effective_keep_alive() == 90
 
 
 @pytest.mark.usefixtures("pristine_config")
+def test_installs_the_connection_edge_with_its_limits() -> None:
+    limits = ConnectionLimits(max_header_bytes=4096, header_timeout_s=3)
+    keepalive.configure_uvicorn(120, limits, argv=[])
+    config = _config()
+    assert issubclass(config.http, EdgeH11Protocol) and config.http.limits == limits
+    assert config.h11_max_incomplete_event_size == 4096
+    assert ServeSettings(max_header_bytes=8192).connection_limits().max_header_bytes == 8192
+
+
+@pytest.mark.usefixtures("pristine_config")
 @pytest.mark.parametrize("argv", [["w", "--timeout-keep-alive", "30"], ["w", "--timeout-keep-alive=30"]])
 def test_an_explicit_bentoml_flag_wins(argv: list[str]) -> None:
-    assert keepalive.apply_keep_alive(120, argv=argv) is False
+    assert keepalive.configure_uvicorn(120, argv=argv) is False
     assert _config(timeout_keep_alive=30).timeout_keep_alive == 30
     assert keepalive.effective_keep_alive() is None
+    assert issubclass(_config().http, EdgeH11Protocol)  # the connection edge applies all the same
 
 
 def test_default_outlives_common_client_idle_timeouts() -> None:

@@ -1,0 +1,212 @@
+"""Several replicas behind a real load balancer, rehearsed on one machine: ``python -m deploy.replicas``
+(``make replicas-demo``; the e2e test ``tests/e2e/test_replicas.py`` runs the same).
+
+Three ``bentoml serve`` replicas on their own loopback ports share one registry; HAProxy (Debian's package, a
+plain process with a generated config, deploy/haproxy.py) balances them and health-checks the readiness path
+of deploy/k8s; the admin runner works on the same registry. Under a steady, bounded load through the
+balancer it promotes a new version, restarts one replica with SIGTERM (a rolling restart), kills another with
+SIGKILL, then rolls back, and prints who served which version when, and what the clients saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import secrets
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from deploy import haproxy
+from deploy import manifests as mf
+from deploy.loadgen import Load
+from deploy.report import Event, Phase, Report
+from deploy.stack import EXAMPLE_IMAGE, MODEL, Proc, admin_runner, base_env, free_port, replica, seed_registry
+
+
+class LbWatch(threading.Thread):
+    """Polls HAProxy's view of the servers every 100 ms and records each change as an event."""
+
+    def __init__(self, socket_path: Path, mark: Callable[[str], None]):
+        super().__init__(name="lb-watch", daemon=True)
+        self.socket_path, self.mark, self.states = socket_path, mark, {}
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.wait(0.1):
+            with contextlib.suppress(OSError):
+                now = haproxy.server_states(self.socket_path)
+                for name, status in sorted(now.items()):
+                    if self.states and self.states.get(name) != status:
+                        self.mark(f"balancer: {name} {self.states.get(name)} -> {status}")
+                self.states = now
+
+    def wait_for(self, name: str, status: str, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.states.get(name) != status:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the balancer did not see {name} {status} within {timeout_s} s: {self.states}")
+            time.sleep(0.05)
+
+
+class Rehearsal:
+    def __init__(self, workdir: Path, replicas: int, poll_interval_s: float, clients: int, rate: float,
+                 log: Callable[[str], None], l7_retries: bool = True):
+        self.workdir, self.poll_interval_s, self.log, self.l7_retries = workdir, poll_interval_s, log, l7_retries
+        self.token = secrets.token_hex(16)
+        self.models = workdir / "models"
+        self.old, self.new = seed_registry(self.models)
+        env = base_env(self.token)
+        self.lb_port = free_port()
+        self.ready_path = mf.probe_path(mf.container(mf.find(mf.load_all(), "Deployment", mf.SERVING)), "readinessProbe")
+        self.replicas = [replica(f"r{i + 1}", workdir, str(self.models), env, poll_interval_s) for i in range(replicas)]
+        for r in self.replicas:
+            r.ready_path = self.ready_path
+        self.admin = admin_runner(workdir, str(self.models), env, f"http://127.0.0.1:{self.lb_port}")
+        self.load = Load(f"http://127.0.0.1:{self.lb_port}", EXAMPLE_IMAGE.read_bytes(), haproxy.REPLICA_HEADER,
+                         clients=clients, rate_per_client=rate)
+        self.report = Report([], [], [], {}, poll_interval_s, self.old, self.new, [r.name for r in self.replicas],
+                             l7_retries=l7_retries)
+        self.socket_path = workdir / "haproxy.sock"
+        self.watch = LbWatch(self.socket_path, self.mark)
+
+    def mark(self, what: str) -> None:
+        event = Event(round(self.load.now(), 2), what)
+        self.report.events.append(event)
+        self.log(f"{event.t:8.2f}  {what}")
+
+    def phase(self, name: str) -> None:
+        if self.report.phases:
+            self.report.phases[-1].end = self.load.now()
+        self.report.phases.append(Phase(name, self.load.now()))
+        self.mark(f"--- {name} ---")
+
+    def run(self) -> Report:
+        with contextlib.ExitStack() as stack:
+            for proc in [*self.replicas, self.admin]:
+                stack.callback(proc.stop)
+                proc.start()
+            for proc in [*self.replicas, self.admin]:
+                self.log(f"{proc.name} ready on :{proc.port} after {proc.wait_ready():.1f} s")
+            cfg = haproxy.config(self.lb_port, [haproxy.Backend(r.name, r.port) for r in self.replicas],
+                                 socket_path=self.socket_path, ready_path=self.ready_path, l7_retries=self.l7_retries)
+            stack.enter_context(haproxy.running(cfg, self.workdir, self.lb_port))
+            self.watch.start()
+            stack.callback(self.watch.halt.set)
+            for r in self.replicas:
+                self.watch.wait_for(r.name, "UP")
+            self.load.t0 = time.monotonic()
+            self.load.start()
+            stack.callback(self.load.stop)
+            self.scenario()
+            self.report.phases[-1].end = self.load.now()
+            self.report.samples = self.load.stop()
+            self.report.lb_counters = haproxy.backend_counters(self.socket_path)
+        return self.report
+
+    def scenario(self) -> None:
+        first, second = self.replicas[0], self.replicas[1 % len(self.replicas)]
+        self.phase("steady")
+        time.sleep(3)
+        self.phase("promote")
+        sent = self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
+        self.report.swap_s["promote"] = self.wait_all_on(self.new, since=sent)
+        time.sleep(2)
+        self.phase("rolling restart")
+        self.restart(first, kill=False)
+        time.sleep(2)
+        self.phase("kill -9")
+        self.restart(second, kill=True)
+        time.sleep(2)
+        self.phase("rollback")
+        sent = self.admin_call("rollback", {"reason": "replica rehearsal"})
+        self.report.swap_s["rollback"] = self.wait_all_on(self.old, since=sent)
+        time.sleep(2)
+
+    def admin_call(self, verb: str, body: dict) -> float:
+        """The admin runner's promote/rollback; returns when it was sent (monotonic): the alias changes during
+        the call, so delays counted from here include the call itself."""
+        sent = time.monotonic()
+        self.mark(f"admin: {verb} {body}")
+        resp = httpx.post(f"{self.admin.url}/models/{MODEL}/{verb}", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {self.token}"})
+        resp.raise_for_status()
+        self.mark(f"admin: {verb} answered, production = v{resp.json()['aliases']['production']}")
+        return sent
+
+    def wait_all_on(self, version: int, since: float) -> dict[str, float]:
+        """Seconds from ``since`` until each replica's GET /model names ``version`` (polled every 100 ms)."""
+        t0, seen = since, {}
+        while len(seen) < len(self.replicas):
+            for r in self.replicas:
+                if r.name not in seen and _served_version(r) == version:
+                    seen[r.name] = round(time.monotonic() - t0, 2)
+                    self.mark(f"{r.name} serves v{version} ({seen[r.name]:.2f} s)")
+            if time.monotonic() - t0 > self.poll_interval_s + 60:
+                raise TimeoutError(f"not every replica serves v{version}: {seen}")
+            time.sleep(0.1)
+        return seen
+
+    def restart(self, r: Proc, *, kill: bool) -> None:
+        t0, killed_at = time.monotonic(), self.load.now()
+        self.mark(f"{r.name}: {'SIGKILL (every process)' if kill else 'SIGTERM (main process)'}")
+        r.kill9() if kill else r.terminate()
+        code = r.wait_exit(60)
+        self.mark(f"{r.name}: exited with {code} after {time.monotonic() - t0:.2f} s")
+        if kill:
+            self.watch.wait_for(r.name, "DOWN", timeout_s=10)
+            down_at = self.load.now()
+            time.sleep(3)  # the balancer routes around the dead replica meanwhile
+            self.report.kill = {"replica": r.name, "killed_at": killed_at, "down_at": down_at, "back_at": self.load.now()}
+        r.stop()
+        r.start()
+        self.mark(f"{r.name}: started again, ready after {r.wait_ready():.1f} s")
+        self.watch.wait_for(r.name, "UP")
+
+
+def _served_version(r: Proc) -> int | None:
+    try:
+        return int(httpx.get(r.url + "/model", timeout=5).json()["version"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
+def rehearse(workdir: Path, *, replicas: int = 3, poll_interval_s: float = 1.0, clients: int = 8,
+             rate: float = 8.0, l7_retries: bool = True, log: Callable[[str], None] = print) -> Report:
+    """Run the whole rehearsal in ``workdir`` (registry, logs, haproxy.cfg) and return what happened."""
+    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m deploy.replicas", description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", type=Path, default=None, help="keep logs and the registry here (default: a temp dir)")
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--poll-interval", type=float, default=1.0, help="each replica's alias poll (IMGSERVE_POLL_INTERVAL_S)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent clients through the balancer")
+    p.add_argument("--rate", type=float, default=8.0, help="requests a second per client, at most")
+    p.add_argument("--json", type=Path, default=None, help="write the report (events, phases, counts) here")
+    p.add_argument("--no-l7-retries", action="store_true",
+                   help="HAProxy's default retries only (connects), to see what clients get without replaying requests")
+    args = p.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgserve-replicas-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval,
+                          clients=args.clients, rate=args.rate, l7_retries=not args.no_l7_retries)
+    print(report.render())
+    if args.json:
+        args.json.write_text(json.dumps(report.to_dict(), indent=1))
+    problems = report.problems()
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""The HTTP/1.1 connection edge: uvicorn's h11 protocol with the limits a hostile or broken client needs.
+
+Used by the service's BentoML workers (serving/uvicorn_config.py puts it in every ``uvicorn.Config``) and by
+the admin runner. What it adds to uvicorn, and why (each found by probing a running server):
+
+* **Lingering close.** A body refused before it was read (413 from ``Content-Length``) used to be followed
+  by a close with unread data in the socket: the kernel then sends RST, and clients that write the whole
+  body before reading (``urllib``, ``requests``, many SDKs) got ``ConnectionResetError`` instead of the 413.
+  Now, when the server closes while the client is still sending, it half-closes (FIN after the response) and
+  reads and discards what keeps coming, as nginx's ``lingering_close`` does, until the client closes, goes
+  quiet for ``linger_idle_s`` or ``linger_s`` have passed.
+* **Header limits.** The request line plus headers may hold ``max_header_bytes`` (431 beyond; h11 alone
+  only bounds a header block that arrives incomplete, so one sent in a single read could be far larger).
+* **Timeouts.** A request's headers must be complete ``header_timeout_s`` after its first byte (and a new
+  connection must start one within that time); a body must not stall for ``body_timeout_s``. Either answers
+  408 and closes: half-sent requests no longer hold sockets and memory for minutes.
+* **Connections per worker.** Beyond ``max_connections`` a new connection is answered 503 + Retry-After and
+  closed, before the worker spends anything on it.
+
+Every answer here is the one JSON error shape (serving/edge.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from inference.errors import ImgServeError, InvalidInput, Overloaded
+
+from .edge import error_headers
+
+
+class RequestTimeout(ImgServeError):
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+    error_type = "request_timeout"
+
+
+class HeadersTooLarge(InvalidInput):
+    http_status = 431
+    error_type = "headers_too_large"
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """Per-connection limits of one HTTP server process (see the module docstring for each one's reason)."""
+
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 1000
+    linger_s: float = 30.0
+    linger_idle_s: float = 5.0
+
+
+_REASONS = {408: "Request Timeout", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
+            400: "Bad Request", 503: "Service Unavailable"}
+
+
+def error_bytes(exc: ImgServeError) -> bytes:
+    """A complete HTTP/1.1 error response (the one JSON shape) that closes the connection, for the cases
+    answered below the ASGI app, where no framework renders responses."""
+    import json
+
+    body = json.dumps(exc.to_dict(), separators=(",", ":")).encode()
+    headers = {"content-type": "application/json", "content-length": str(len(body)), "connection": "close"}
+    headers.update({k.lower(): v for k, v in error_headers(exc).items()})
+    head = f"HTTP/1.1 {exc.http_status} {_REASONS.get(exc.http_status, 'Error')}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return head.encode("latin-1") + b"\r\n" + body
+
+
+class _Connection(h11.Connection):
+    """h11 with a bound on the whole request head, complete or not, remembering why it refused a request."""
+
+    def __init__(self, max_header_bytes: int):
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_header_bytes)
+        self.max_header_bytes = max_header_bytes
+        self.refusal: ImgServeError | None = None
+
+    def next_event(self) -> Any:
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.refusal = self._refusal(exc)
+            raise
+        if type(event) is h11.Request:
+            size = len(event.method) + len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+            if size > self.max_header_bytes:
+                exc = h11.RemoteProtocolError("request head too large", error_status_hint=431)
+                self.refusal = self._refusal(exc)
+                raise exc
+        return event
+
+    def _refusal(self, exc: h11.RemoteProtocolError) -> ImgServeError:
+        if exc.error_status_hint == 431:
+            return HeadersTooLarge(f"the request line and headers are over the limit of {self.max_header_bytes} bytes")
+        return InvalidInput(f"malformed HTTP request: {str(exc)[:200]}")
+
+
+class _LingeringTransport:
+    """The socket transport as uvicorn sees it: ``close()`` becomes a lingering close when the client is
+    still sending (see :meth:`EdgeH11Protocol.close_transport`); everything else is the real transport's."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: EdgeH11Protocol):
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_transport()
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+class EdgeH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus the limits of :class:`ConnectionLimits` (``limits``: set by
+    :func:`protocol_class`)."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _Connection(self.limits.max_header_bytes)
+        self.lingering = False
+        self._raw: asyncio.Transport | None = None
+        self._lost = False
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_until = 0.0
+
+    # ---- connection lifecycle ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._raw = transport
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            self._refuse(Overloaded(f"this worker holds {self.limits.max_connections} connections", retry_after=1))
+            return
+        self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        for timer in (self._header_timer, self._body_timer, self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:  # discard: the answer is out; the client is still sending its body
+            if self.loop.time() >= self._linger_until:
+                self._raw_close()
+            else:
+                self._rearm_linger()
+            return
+        if self.conn.their_state is h11.IDLE and self._header_timer is None:  # first byte of a new request
+            self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
+        super().data_received(data)
+        if self.lingering or self._lost:
+            return
+        state = self.conn.their_state
+        if state is not h11.IDLE and self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if state is h11.SEND_BODY:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
+
+    def shutdown(self) -> None:
+        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
+        if self.lingering:
+            self._raw_close()
+            return
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:  # a request we refused below the app left h11 mid-exchange
+            self._raw_close()
+
+    # ---- refusals below the app --------------------------------------------------------------------
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request head (too large, malformed): the one JSON shape, not uvicorn's text/plain."""
+        self._refuse(self.conn.refusal or InvalidInput("malformed HTTP request"))
+
+    def _refuse(self, exc: ImgServeError) -> None:
+        if self.cycle is not None:
+            self.cycle.disconnected = True  # the app, if running, sees a disconnect; its answer goes nowhere
+            self.cycle.message_event.set()
+        assert self._raw is not None
+        self._raw.write(error_bytes(exc))
+        self.close_transport(force_linger=True)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.lingering or self._lost or self.conn.their_state is not h11.IDLE:
+            return
+        if self.conn.trailing_data[0]:  # part of a request head arrived, not all of it
+            self._refuse(RequestTimeout(f"the request headers were not complete within {self.limits.header_timeout_s:g} s"))
+        else:  # a connection that never started a request: close it quietly, as an idle keep-alive one
+            self._raw_close()
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        if self.lingering or self._lost or self.conn.their_state is not h11.SEND_BODY:
+            return
+        waiting = self.cycle is not None and self.cycle.waiting_for_100_continue
+        if self.flow.read_paused or waiting:  # we are not reading (back-pressure / 100-continue): not a stall
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
+            return
+        if self.cycle is not None and self.cycle.response_started:
+            self._raw_close()
+            return
+        limit = f"{self.limits.body_timeout_s:g}"
+        self._refuse(RequestTimeout(f"the request body stalled: no data for {limit} s before it was complete"))
+
+    # ---- closing -----------------------------------------------------------------------------------
+    def close_transport(self, *, force_linger: bool = False) -> None:
+        """Close now, unless the client may still be sending (a request body we did not read, a request we
+        refused): then half-close and keep reading until it stops, so it reads our answer instead of a reset."""
+        if self.lingering:
+            return
+        state = self.conn.their_state
+        pending = state in (h11.SEND_BODY, h11.ERROR) or (state is h11.IDLE and bool(self.conn.trailing_data[0]))
+        if self._lost or not (pending or force_linger):
+            self._raw_close()
+            return
+        self.lingering = True
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+        assert self._raw is not None
+        if self._raw.can_write_eof():  # TLS transports cannot half-close; the response's length frames it
+            self._raw.write_eof()
+        self._raw.resume_reading()
+        self._linger_until = self.loop.time() + self.limits.linger_s
+        self._rearm_linger()
+
+    def _rearm_linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        delay = min(self.limits.linger_idle_s, max(0.0, self._linger_until - self.loop.time()))
+        self._linger_timer = self.loop.call_later(delay, self._raw_close)
+
+    def _raw_close(self) -> None:
+        if self._raw is not None and not self._raw.is_closing():
+            self._raw.close()
+
+
+def protocol_class(limits: ConnectionLimits) -> type[EdgeH11Protocol]:
+    """An :class:`EdgeH11Protocol` bound to ``limits``, to pass as ``uvicorn.Config(http=...)``."""
+    return type("EdgeH11Protocol", (EdgeH11Protocol,), {"limits": limits})
