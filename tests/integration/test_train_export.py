@@ -88,6 +88,7 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
     assert sorted(p.name for p in vdir.iterdir()) == [
         "MODEL_CARD.md",
         "confusion.png",
+        "manifest.json",
         "metadata.json",
         "model.int8.onnx",
         "model.keras",
