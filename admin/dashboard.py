@@ -272,7 +272,7 @@ def _class_index(fields: dict[str, str], labels: Sequence[str]) -> int | None:
     raw = fields.get("class_index", "")
     if raw == "":
         return None
-    if not raw.isdigit() or int(raw) >= len(labels):
+    if not (raw.isascii() and raw.isdigit()) or int(raw) >= len(labels):  # "²".isdigit(), but int("²") raises
         raise InvalidInput(f"class_index must be 0..{len(labels) - 1}")
     return int(raw)
 

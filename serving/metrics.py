@@ -175,17 +175,20 @@ class ServingMetrics:
         inference.observe(infer_seconds)
         queue_wait.observe(max_wait_s)
 
-    def observe_inference(self, model: Any, ok: bool, queue_s: float, compute_s: float, total_s: float) -> None:
-        """``MicroBatcher``'s ``on_request`` hook: the per-request half of Triton's statistics."""
+    def observe_inference(
+        self, model: Any, ok: bool, requests: int, queue_s: float, compute_s: float, total_s: float
+    ) -> None:
+        """``MicroBatcher``'s ``on_request`` hook (once per batch, times summed over its requests): the
+        per-request half of Triton's statistics."""
         _, _, queue, compute, last, success, success_s, fail, fail_s = self._per_model(model)[:9]
         if ok:
-            success.inc()
+            success.inc(requests)
             success_s.inc(total_s)
             queue.inc(queue_s)
             compute.inc(compute_s)
             last.set(time.time())
         else:
-            fail.inc()
+            fail.inc(requests)
             fail_s.inc(total_s)
 
     def _per_model(self, model: Any) -> tuple[Any, ...]:

@@ -308,8 +308,10 @@ def _enable_reflection(server: grpc.aio.Server) -> None:
     except ImportError:
         log.warning("gRPC reflection is off: install grpcio-reflection (the serve extra lists it)")
         return
+    from grpc_health.v1 import health
+
     service = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
-    reflection.enable_server_reflection((service, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection((service, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
 
 # ---- client side (scripts, benchmarks) -----------------------------------------------------------

@@ -67,7 +67,8 @@ class LiveOps:
         try:
             card = model.card
             if self.drift is not None:
-                self._dirs.setdefault((card.name, card.version), Path(model.path).parent)
+                if (card.name, card.version) not in self._dirs:
+                    self._dirs[(card.name, card.version)] = Path(model.path).parent
                 sizes = [len(b) for b in images] if images is not None else None
                 self.drift.observe(card.name, card.version, probabilities, pixels, sizes)
             if self.predlog is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.batcher import MicroBatcher
+from inference.batcher import MicroBatcher, OutcomeObserver
 from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image, load_image, open_image
 from inference.metadata import ModelCard
@@ -69,7 +69,7 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
-        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
+        on_request: OutcomeObserver | None = None,
         on_classified: ClassifiedObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         on_fallback: FallbackObserver | None = None,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inference.batcher import BatchingConfig, MicroBatcher
+from inference.batcher import BatchingConfig, MicroBatcher, OutcomeObserver
 from inference.errors import ImgServeError, NotReady, VersionNotLoadable
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
@@ -57,7 +57,7 @@ class ModelSlot:
     def __init__(
         self, config: SlotConfig, registry: Registry, *, on_swap: SwapObserver | None = None,
         on_batch: Callable[[Any, int, float, float], None] | None = None,
-        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
+        on_request: OutcomeObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         on_fallback: FallbackObserver | None = None,
     ):

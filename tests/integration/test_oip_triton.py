@@ -138,7 +138,7 @@ def test_grpc_reflection_lists_the_inference_service(served: OipTestServer) -> N
     with grpc.insecure_channel(served.grpc_url) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
-        assert "inference.GRPCInferenceService" in services and "grpc.reflection.v1alpha.ServerReflection" in services
+        assert {"inference.GRPCInferenceService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         service = DescriptorPool(database).FindServiceByName("inference.GRPCInferenceService")
         methods = {m.name for m in service.methods}
         assert {"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex"} <= methods

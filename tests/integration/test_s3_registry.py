@@ -9,7 +9,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from botocore.exceptions import ClientError
 
 from imgserve.cli import main as cli
 from inference.errors import Conflict, NotFound, RegistryError
@@ -18,6 +17,7 @@ from tests.fixtures import register_tiny, tiny_onnx_bytes
 from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
+ClientError = pytest.importorskip("botocore.exceptions", reason="needs boto3 (serve extra) and moto[server] (dev extra)").ClientError
 
 
 def test_the_server_honours_conditional_writes(s3_server: S3Server, s3_bucket: str) -> None:
