@@ -186,6 +186,8 @@ def test_two_admin_runners_promoting_at_once_get_200_or_409(s3_registry: Registr
                 statuses.append(r.status_code)
                 if r.status_code == 409:
                     conflicts.append(r.json())
+            listing = client.get("/models/tiny/versions").json()
+            assert [v["version"] for v in listing["versions"]] == [1, 2, 3]
 
     threads = [threading.Thread(target=runner, args=(k,)) for k in range(2)]
     [t.start() for t in threads]
