@@ -27,7 +27,17 @@ from deploy import haproxy
 from deploy import manifests as mf
 from deploy.loadgen import Load
 from deploy.report import Event, Phase, Report
-from deploy.stack import EXAMPLE_IMAGE, MODEL, Proc, admin_runner, base_env, free_port, replica, seed_registry
+from deploy.stack import (
+    EXAMPLE_IMAGE,
+    MODEL,
+    Proc,
+    admin_runner,
+    base_env,
+    free_port,
+    publish,
+    replica,
+    seed_registry,
+)
 
 
 class LbWatch(threading.Thread):
@@ -57,18 +67,22 @@ class LbWatch(threading.Thread):
 
 class Rehearsal:
     def __init__(self, workdir: Path, replicas: int, poll_interval_s: float, clients: int, rate: float,
-                 log: Callable[[str], None], l7_retries: bool = True):
+                 log: Callable[[str], None], l7_retries: bool = True, registry: str | None = None,
+                 env: dict[str, str] | None = None):
         self.workdir, self.poll_interval_s, self.log, self.l7_retries = workdir, poll_interval_s, log, l7_retries
         self.token = secrets.token_hex(16)
-        self.models = workdir / "models"
-        self.old, self.new = seed_registry(self.models)
-        env = base_env(self.token)
+        self.old, self.new = seed_registry(workdir / "models")
+        env = base_env(self.token, env)
+        self.models = registry or str(workdir / "models")
+        if registry:
+            publish(workdir / "models", registry, env)
+            log(f"registry: {registry} (published with imgserve models copy)")
         self.lb_port = free_port()
         self.ready_path = mf.probe_path(mf.container(mf.find(mf.load_all(), "Deployment", mf.SERVING)), "readinessProbe")
-        self.replicas = [replica(f"r{i + 1}", workdir, str(self.models), env, poll_interval_s) for i in range(replicas)]
+        self.replicas = [replica(f"r{i + 1}", workdir, self.models, env, poll_interval_s) for i in range(replicas)]
         for r in self.replicas:
             r.ready_path = self.ready_path
-        self.admin = admin_runner(workdir, str(self.models), env, f"http://127.0.0.1:{self.lb_port}")
+        self.admin = admin_runner(workdir, self.models, env, f"http://127.0.0.1:{self.lb_port}")
         self.load = Load(f"http://127.0.0.1:{self.lb_port}", EXAMPLE_IMAGE.read_bytes(), haproxy.REPLICA_HEADER,
                          clients=clients, rate_per_client=rate)
         self.report = Report([], [], [], {}, poll_interval_s, self.old, self.new, [r.name for r in self.replicas],
@@ -178,9 +192,12 @@ def _served_version(r: Proc) -> int | None:
 
 
 def rehearse(workdir: Path, *, replicas: int = 3, poll_interval_s: float = 1.0, clients: int = 8,
-             rate: float = 8.0, l7_retries: bool = True, log: Callable[[str], None] = print) -> Report:
-    """Run the whole rehearsal in ``workdir`` (registry, logs, haproxy.cfg) and return what happened."""
-    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries).run()
+             rate: float = 8.0, l7_retries: bool = True, registry: str | None = None,
+             env: dict[str, str] | None = None, log: Callable[[str], None] = print) -> Report:
+    """Run the whole rehearsal in ``workdir`` (logs, caches, haproxy.cfg) and return what happened. The
+    registry is a folder in ``workdir``, or ``registry`` (``s3://bucket/prefix``, reached with the AWS_*
+    variables in ``env``), seeded by publishing that folder to it."""
+    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries, registry, env).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,12 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="write the report (events, phases, counts) here")
     p.add_argument("--no-l7-retries", action="store_true",
                    help="HAProxy's default retries only (connects), to see what clients get without replaying requests")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--registry", default=None,
+                       help="s3://bucket/prefix to publish to and serve from (AWS_* variables from the environment)")
+    where.add_argument("--moto", action="store_true",
+                       help="start a local S3 server (moto_server, the tests' one) and serve from a bucket on it")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgserve-replicas-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval,
-                          clients=args.clients, rate=args.rate, l7_retries=not args.no_l7_retries)
+        registry, env = args.registry, None
+        if args.moto:
+            # a dev tool run from the checkout: it borrows the tests' S3 server (moto_server on a free port)
+            from tests.s3server import running_s3_server
+
+            server = stack.enter_context(running_s3_server(workdir / "moto.log"))
+            registry, env = f"s3://{server.new_bucket('imgserve-replicas')}/registry", server.env()
+        report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval, clients=args.clients,
+                          rate=args.rate, l7_retries=not args.no_l7_retries, registry=registry, env=env)
     print(report.render())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))
