@@ -67,7 +67,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 
 def run_cmd(args: argparse.Namespace) -> int:
     from .procs import cleanup_on_exit
-    from .runner import RunConfig, run_suite
+    from .runconfig import RunConfig
+    from .runner import run_suite
     from .targets import select_targets
     from .workloads import DEFAULT_WORKLOADS, parse_workload
 

@@ -20,167 +20,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import ipaddress
 import json
 import math
-import struct
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-BOUNDARY = "imgservebenchboundary7f3a"
+from .bodies import HTTP_ENCODINGS
+from .clients import GrpcClient, HttpClient, build_client
+
 OK_STATUSES = frozenset({"200", "OK"})
-LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
-
-
-def check_loopback(url: str) -> None:
-    """Refuse anything but 127.0.0.0/8, ::1 or localhost: this tool must never load someone else's server."""
-    host = urlsplit(url).hostname or ""
-    if host in LOOPBACK_NAMES:
-        return
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return
-    except ValueError:
-        pass
-    raise ValueError(f"refusing to send load to {host!r}: only loopback targets (127.0.0.1, ::1) are allowed")
-
-
-# ---- request encodings ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HttpRequest:
-    body: bytes
-    headers: dict[str, str]
-
-
-def multipart_body(field_name: str, data: bytes, content_type: str, filename: str = "image") -> HttpRequest:
-    """One file field, as ``curl -F image=@photo.jpg`` sends it."""
-    head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode()
-    body = head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
-    return HttpRequest(body, {"Content-Type": f"multipart/form-data; boundary={BOUNDARY}"})
-
-
-def raw_body(data: bytes, content_type: str) -> HttpRequest:
-    return HttpRequest(data, {"Content-Type": content_type})
-
-
-def v2_json_body(data: bytes, input_name: str = "image") -> HttpRequest:
-    """Open Inference Protocol REST: one BYTES element, base64 (MLServer's ``content_type: base64``)."""
-    payload = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": [1],
-                "datatype": "BYTES",
-                "parameters": {"content_type": "base64"},
-                "data": [base64.b64encode(data).decode()],
-            }
-        ]
-    }
-    return HttpRequest(json.dumps(payload).encode(), {"Content-Type": "application/json"})
-
-
-def json_base64_body(data: bytes, field_name: str = "image") -> HttpRequest:
-    """``{"image": "<base64>"}``: how LitServe's examples send images."""
-    return HttpRequest(json.dumps({field_name: base64.b64encode(data).decode()}).encode(), {"Content-Type": "application/json"})
-
-
-HTTP_ENCODINGS: dict[str, Callable[[bytes, str], HttpRequest]] = {
-    "multipart": lambda data, ctype: multipart_body("image", data, ctype),
-    "raw": raw_body,
-    "json-base64": lambda data, ctype: json_base64_body(data),
-    "v2-json": lambda data, ctype: v2_json_body(data),
-}
-
-
-# ---- clients ------------------------------------------------------------------------------------------
-class HttpClient:
-    """aiohttp, one keep-alive connection per concurrent client."""
-
-    def __init__(self, url: str, requests: Sequence[HttpRequest], *, concurrency: int, timeout_s: float):
-        check_loopback(url)
-        self.url = url
-        self.requests = requests
-        self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self._session: Any = None
-
-    async def __aenter__(self) -> HttpClient:
-        import aiohttp
-
-        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=False, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s), skip_auto_headers=("User-Agent",)
-        )
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._session.close()
-
-    async def send(self, index: int) -> str:
-        import aiohttp
-
-        req = self.requests[index % len(self.requests)]
-        try:
-            async with self._session.post(self.url, data=req.body, headers=req.headers) as resp:
-                await resp.read()
-                return str(resp.status)
-        except TimeoutError:
-            return "timeout"
-        except aiohttp.ClientConnectionError:
-            return "connection-error"
-        except aiohttp.ClientError as exc:
-            return f"client-error:{type(exc).__name__}"
-
-
-class GrpcClient:
-    """KServe v2 / Triton ``ModelInfer`` over grpc.aio, with tritonclient's generated stubs. Each request is
-    one BYTES element ``image`` sent in ``raw_input_contents`` (4-byte length prefix), as tritonclient does."""
-
-    def __init__(self, address: str, model: str, images: Sequence[bytes], *, timeout_s: float, input_name: str = "image"):
-        check_loopback(f"grpc://{address}")
-        from tritonclient.grpc import service_pb2
-
-        self.address = address
-        self.timeout_s = timeout_s
-        self.requests = []
-        for data in images:
-            req = service_pb2.ModelInferRequest(model_name=model)
-            tensor = req.inputs.add()
-            tensor.name, tensor.datatype = input_name, "BYTES"
-            tensor.shape.append(1)
-            req.raw_input_contents.append(struct.pack("<I", len(data)) + data)
-            self.requests.append(req)
-        self._channel: Any = None
-        self._infer: Any = None
-
-    async def __aenter__(self) -> GrpcClient:
-        import grpc
-        from tritonclient.grpc import service_pb2_grpc
-
-        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-        self._channel = grpc.aio.insecure_channel(self.address, options=opts)
-        self._infer = service_pb2_grpc.GRPCInferenceServiceStub(self._channel).ModelInfer
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self._channel.close()
-
-    async def send(self, index: int) -> str:
-        import grpc
-
-        try:
-            await self._infer(self.requests[index % len(self.requests)], timeout=self.timeout_s)
-            return "OK"
-        except grpc.aio.AioRpcError as exc:
-            return "timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.code().name
 
 
 # ---- the loop -------------------------------------------------------------------------------------------
@@ -344,22 +195,6 @@ def format_table(points: Sequence[dict[str, Any]], title: str = "") -> str:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-# ---- standalone CLI -------------------------------------------------------------------------------------
-def build_client(url: str, images: Sequence[bytes], content_type: str, *, concurrency: int, timeout_s: float,
-                 encoding: str = "multipart") -> HttpClient | GrpcClient:
-    """``http://host:port/path`` (``encoding``: multipart | raw | v2-json) or ``grpc://host:port/MODEL``."""
-    parts = urlsplit(url)
-    if parts.scheme == "grpc":
-        model = parts.path.strip("/")
-        if not model:
-            raise ValueError("gRPC targets are grpc://HOST:PORT/MODEL_NAME")
-        return GrpcClient(parts.netloc, model, images, timeout_s=timeout_s)
-    if parts.scheme not in ("http", "https"):
-        raise ValueError(f"unsupported target {url!r}: use http://… or grpc://…")
-    encode = HTTP_ENCODINGS[encoding]
-    return HttpClient(url, [encode(d, content_type) for d in images], concurrency=concurrency, timeout_s=timeout_s)
 
 
 async def sweep(url: str, images: Sequence[bytes], content_type: str, concurrencies: Sequence[int], *,

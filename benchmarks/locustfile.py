@@ -23,8 +23,8 @@ from locust import HttpUser, between, events, task
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # locust -f loads this file by path
 
+from benchmarks.clients import check_loopback  # noqa: E402
 from benchmarks.corpus import load_corpus  # noqa: E402
-from benchmarks.load import check_loopback  # noqa: E402
 
 
 def _range(name: str, default: str, cast: type = float) -> tuple:

@@ -105,7 +105,7 @@ def metrics_probe(url: str | None, pids: Callable[[], list[int]] | None = None, 
 def _fetch_text(url: str, timeout_s: float) -> str:
     import urllib.request
 
-    from .load import check_loopback
+    from .clients import check_loopback
 
     check_loopback(url)
     with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 - loopback checked above

@@ -8,232 +8,26 @@ not started. Results are rewritten after every server, so an interrupted run sti
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import platform
-import statistics
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .corpus import Corpus, load_corpus
-from .load import HTTP_ENCODINGS, LoadSpec, build_client, run_closed_loop
+from .points import aggregate, measure_point, sanity_check, target_url
 from .procs import ServerFailed, ServerProcess, free_port, running
-from .promstats import metrics_probe, server_side
+from .runconfig import RunConfig, available_cpus
 from .targets import SERVERS, TARGETS, BuildContext, TargetDef
 from .workloads import ResolvedWorkload, Unavailable, Workload, resolve
-from .wrk import run_wrk, wrk_path
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
-QUICK = {"duration_s": 1.0, "warmup_s": 0.4, "repeats": 1, "inprocess_s": 0.5, "budget_s": 180.0}
-FULL = {"duration_s": 2.0, "warmup_s": 0.6, "repeats": 3, "inprocess_s": 1.5, "budget_s": 1200.0}
-
-
-@dataclass
-class RunConfig:
-    workloads: list[Workload]
-    targets: list[str]
-    out: Path
-    concurrency: list[int] = field(default_factory=lambda: [1, 8, 32, 64])
-    quick: bool = False
-    duration_s: float = FULL["duration_s"]
-    warmup_s: float = FULL["warmup_s"]
-    repeats: int = 3
-    inprocess_s: float = FULL["inprocess_s"]
-    budget_s: float = FULL["budget_s"]
-    timeout_s: float = 30.0
-    max_requests: int = 100_000
-    imgserve_dir: Path = Path(__file__).resolve().parent.parent
-    cpus: int = 0  # 0: the CPUs this process may use
-    processes: int = 0  # front-end processes per server (imgserve workers, uvicorn workers...); 0: one per CPU
-    server_cpus: list[int] | None = None
-    mlserver_python: str | None = None
-    label: str = ""
-    plots: bool = True
-    raw: bool = False  # also write every request's (start, latency, status) to raw/*.csv.gz
-    client: str = "auto"  # HTTP load generator: wrk | python | auto (wrk when installed; benchmarks/wrk.py)
-
-    @classmethod
-    def preset(cls, quick: bool, **overrides: Any) -> RunConfig:
-        base = dict(QUICK if quick else FULL)
-        base.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(quick=quick, **base)  # type: ignore[arg-type]
-
-    def point_cost_s(self) -> float:
-        return self.warmup_s + self.duration_s + 0.4
-
-
-def available_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return max(1, os.cpu_count() or 1)
-
-
-# ---- one target ------------------------------------------------------------------------------------------
-def _url(target: TargetDef, ports: dict[str, int], model: str) -> str:
-    if target.protocol == "grpc":
-        return f"grpc://127.0.0.1:{ports['grpc']}/{model}"
-    return f"http://127.0.0.1:{ports['http']}{target.path.format(model=model)}"
-
-
-def sanity_check(target: TargetDef, url: str, corpus: Corpus, deadline_s: float = 20.0) -> dict[str, Any]:
-    """One real request must succeed before a sweep (retried briefly: some servers answer /health before
-    their replicas are up). For JSON answers, the label is returned so the runner can compare it with the
-    in-process prediction (same model + same preprocessing => same label)."""
-    end = time.monotonic() + deadline_s
-    last = ""
-    if target.protocol == "grpc":
-        _wait_for_listener(url, 5.0)
-    while time.monotonic() < end:
-        if target.protocol == "grpc":
-            status = asyncio.run(_one_grpc(url, corpus))
-            if status == "OK":
-                return {"status": status}
-            last = status
-        else:
-            client = build_client(url, corpus.images[:1], corpus.content_type, concurrency=1, timeout_s=10,
-                                  encoding=target.encoding)
-            req = client.requests[0]
-            try:
-                with urllib.request.urlopen(urllib.request.Request(url, data=req.body, headers=req.headers),
-                                            timeout=10) as resp:  # noqa: S310 - loopback (checked by build_client)
-                    body = json.loads(resp.read() or b"{}")
-                    return {"status": str(resp.status), "label": _label_of(body)}
-            except urllib.error.HTTPError as exc:
-                last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.5)
-    raise ServerFailed(f"first request to {url} failed: {last}")
-
-
-def _wait_for_listener(url: str, timeout_s: float) -> None:
-    """Fail fast (not after the whole retry window) when nothing listens on a gRPC target's port."""
-    import socket
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    end = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection((parts.hostname, parts.port), timeout=1.0):
-                return
-        except OSError as exc:
-            if time.monotonic() > end:
-                raise ServerFailed(f"nothing listens on {parts.hostname}:{parts.port} ({exc.strerror or exc}): "
-                                   "this server does not serve OIP gRPC") from None
-        time.sleep(0.25)
-
-
-def _label_of(body: Any) -> str | None:
-    """The top label of a JSON answer: imgserve/peer style ``{"label": …}`` or OIP ``outputs[name=label]``."""
-    if not isinstance(body, dict):
-        return None
-    if isinstance(body.get("label"), str):
-        return body["label"]
-    for out in body.get("outputs") or []:
-        if isinstance(out, dict) and out.get("name") == "label" and out.get("data"):
-            return str(out["data"][0])
-    return None
-
-
-async def _one_grpc(url: str, corpus: Corpus) -> str:
-    client = build_client(url, corpus.images[:1], corpus.content_type, concurrency=1, timeout_s=10)
-    async with client:
-        return await client.send(0)
-
-
-def http_client_for(target: TargetDef, cfg: RunConfig) -> str:
-    """Which generator drives an HTTP point: wrk (a few µs of CPU per request) unless asked otherwise, or a
-    per-request sample file (--raw) is wanted, which only the Python generator writes."""
-    if target.protocol != "http" or cfg.client == "python" or (cfg.client == "auto" and (cfg.raw or not wrk_path())):
-        return "python"
-    return "wrk"
-
-
-def measure_point(target: TargetDef, url: str, corpus: Corpus, concurrency: int, cfg: RunConfig,
-                  server: ServerProcess, metrics_url: str | None, raw_path: Path | None = None) -> dict[str, Any]:
-    spec = LoadSpec(concurrency, cfg.duration_s, cfg.warmup_s, max_requests=cfg.max_requests, timeout_s=cfg.timeout_s)
-    probe = metrics_probe(metrics_url, server.pids)
-    sink: list[tuple[float, float, str]] | None = [] if raw_path else None
-    generator = http_client_for(target, cfg)
-
-    async def go() -> dict[str, Any]:
-        if generator == "wrk":
-            encode = HTTP_ENCODINGS[target.encoding]
-            requests = [encode(d, corpus.content_type) for d in corpus.images]
-            result = await run_wrk(url, requests, spec, probe=probe)
-        else:
-            client = build_client(url, corpus.images, corpus.content_type, concurrency=concurrency,
-                                  timeout_s=cfg.timeout_s, encoding=target.encoding)
-            async with client:
-                result = await run_closed_loop(client, spec, probe=probe, sink=sink)
-        d = result.to_dict()
-        d["server"] = server_side(d.pop("probes"))
-        d["client"] = generator
-        d["client_cpu_share_pct"] = round(100.0 * d["client_cpu_s"] / (d["window_s"] * available_cpus()), 1)
-        d["loadavg_1m"] = round(os.getloadavg()[0], 2)
-        return d
-
-    point = asyncio.run(go())
-    if raw_path and sink is not None and generator == "python":
-        write_raw(raw_path, sink, cfg.warmup_s)
-    return point
-
-
-def write_raw(path: Path, samples: list[tuple[float, float, str]], warmup_s: float) -> None:
-    """One line per request: start (s from the run's start), latency ms, status, in the window or not."""
-    import gzip
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wt") as fh:
-        fh.write("start_s,latency_ms,status,warmup\n")
-        for s0, s1, status in samples:
-            fh.write(f"{s0:.6f},{(s1 - s0) * 1e3:.3f},{status},{int(s1 < warmup_s)}\n")
-
-
-def aggregate(repeats: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median of each number over the repeats, and the throughput's spread (min, max)."""
-    thr = [r["throughput"] for r in repeats]
-    med = statistics.median(thr)
-    lat = {k: round(statistics.median(r["latency_ms"][k] for r in repeats), 3) for k in repeats[0]["latency_ms"]}
-    errors: dict[str, int] = {}
-    for r in repeats:
-        for k, v in r["errors"].items():
-            errors[k] = errors.get(k, 0) + v
-    srv_keys = {k for r in repeats for k in (r.get("server") or {})}
-    srv = {}
-    for k in sorted(srv_keys):
-        vals = [r["server"][k] for r in repeats if k in (r.get("server") or {})]
-        srv[k] = round(statistics.median(vals), 3)
-    def per_request_ms(get: Any) -> float | None:
-        vals = [1e3 * v / r["ok"] for r in repeats if r["ok"] and (v := get(r)) is not None]
-        return round(statistics.median(vals), 3) if vals else None
-
-    return {
-        "throughput": round(med, 2),
-        "server_cpu_ms_per_request": per_request_ms(lambda r: (r.get("server") or {}).get("cpu_s")),
-        "client_cpu_ms_per_request": per_request_ms(lambda r: r.get("client_cpu_s")),
-        "client_cpu_share_pct": round(statistics.median(r.get("client_cpu_share_pct", 0.0) for r in repeats), 1),
-        "client": repeats[0].get("client", "python"),
-        "throughput_min": round(min(thr), 2),
-        "throughput_max": round(max(thr), 2),
-        "spread_pct": round(100.0 * (max(thr) - min(thr)) / med, 1) if med else None,
-        "latency_ms": lat,
-        "errors": errors,
-        "ok": sum(r["ok"] for r in repeats),
-        "server": srv,
-        "repeats": len(repeats),
-    }
 
 
 # ---- the suite ---------------------------------------------------------------------------------------------
@@ -356,7 +150,7 @@ class Suite:
             with running(spec, log_path) as server:
                 live: list[TargetDef] = []
                 for t in targets:
-                    url = _url(t, ports, ctx.workload.card.name)
+                    url = target_url(t, ports, ctx.workload.card.name)
                     try:
                         first = sanity_check(t, url, corpus)
                     except ServerFailed as exc:
@@ -386,7 +180,7 @@ class Suite:
                     if self.elapsed() > self.deadline + 30:
                         entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
                         continue
-                    url = _url(t, ports, ctx.workload.card.name)
+                    url = target_url(t, ports, ctx.workload.card.name)
                     metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
                     raw = (cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz"
                            if cfg.raw else None)

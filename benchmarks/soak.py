@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .load import HTTP_ENCODINGS, LoadSpec
+from .bodies import HTTP_ENCODINGS
+from .load import LoadSpec
 from .procs import ServerSpec, free_port, running
 from .soak_report import render, summarize
 from .wrk import run_wrk

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .load import HttpRequest, LoadSpec, PointResult, Probe, check_loopback
+from .bodies import HttpRequest
+from .clients import check_loopback
+from .load import LoadSpec, PointResult, Probe
 
 WRK_BINARY = "wrk"
 RESULT_MARK = "IMGSERVE_WRK_RESULT "

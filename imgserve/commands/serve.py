@@ -18,6 +18,8 @@ from inference.storage import normalize_root
 ENV_FLAGS = {
     "models_dir": "IMGSERVE_MODELS_DIR",
     "model": "IMGSERVE_MODEL",
+    "models": "IMGSERVE_MODELS",
+    "providers": "IMGSERVE_PROVIDERS",
     "version": "IMGSERVE_VERSION",
     "variant": "IMGSERVE_VARIANT",
     "workers": "IMGSERVE_WORKERS",
@@ -60,6 +62,10 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
 
 def serve(args: argparse.Namespace) -> int:
     argv, env, root = serve_command(args)
+    if env.get("IMGSERVE_PROVIDERS"):  # one error line here rather than a traceback from bentoml's import
+        from inference.session import check_providers
+
+        check_providers(env["IMGSERVE_PROVIDERS"].split(","))
     if args.dry_run:
         print(" ".join(argv))
         return 0
@@ -74,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR, default models/)")
     p.add_argument("--model", default=None, help="model name (env IMGSERVE_MODEL, default fashion-mnist)")
+    p.add_argument("--models", default=None, help="several models: NAME[:VARIANT],... or '*' (env IMGSERVE_MODELS)")
+    p.add_argument("--providers", default=None, help="ONNX Runtime execution providers, e.g. CUDA,CPU (env IMGSERVE_PROVIDERS)")
     p.add_argument("--version", default=None, help="alias or version number (default production)")
     p.add_argument("--variant", choices=("int8", "fp32"), default=None, help="ONNX variant (default int8)")
     p.add_argument("--workers", type=int, default=None, help="worker processes, each with its own model copy (default: one per core)")

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.clients import build_client
 from benchmarks.corpus import load_corpus
-from benchmarks.load import LoadSpec, build_client, run_closed_loop
+from benchmarks.load import LoadSpec, run_closed_loop
 from benchmarks.procs import ServerSpec, _session_members, free_port, running
-from benchmarks.runner import RunConfig, run_suite
+from benchmarks.runconfig import RunConfig
+from benchmarks.runner import run_suite
 from benchmarks.targets import REPO_ROOT
 from benchmarks.workloads import parse_workload
 from inference.registry import Registry
@@ -128,7 +130,7 @@ def test_loopback_only() -> None:
 def test_wrk_client_counts_real_answers_and_its_own_cpu(tiny_registry: Path) -> None:
     """The C load generator the suite uses for HTTP points: real answers counted, non-2xx counted as errors,
     its own CPU measured (the figure the report gives as the client's share of the machine)."""
-    from benchmarks.load import HTTP_ENCODINGS
+    from benchmarks.bodies import HTTP_ENCODINGS
     from benchmarks.wrk import run_wrk, wrk_path
 
     if wrk_path() is None:

@@ -136,3 +136,12 @@ def test_every_model_under_v2_models(served: OipTestServer) -> None:
     finally:
         g.close()
         h.close()
+
+
+def test_imgserve_serve_refuses_a_missing_provider_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from imgserve.cli import main
+
+    assert main(["serve", "--providers", "OpenVINO", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("imgserve serve: error: execution provider 'OpenVINO' is not available") and "CPUExecutionProvider" in err
+    assert main(["serve", "--providers", "cpu", "--models", "a,b", "--dry-run"]) == 0

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bodies import multipart_body, v2_json_body
+from benchmarks.clients import check_loopback
 from benchmarks.corpus import load_corpus
-from benchmarks.load import check_loopback, multipart_body, percentile, summarize, v2_json_body
+from benchmarks.load import percentile, summarize
+from benchmarks.points import aggregate
 from benchmarks.promstats import parse_histogram_sums, server_side
-from benchmarks.runner import aggregate
 from benchmarks.targets import QUICK_TARGETS, TARGETS, select_targets
 from benchmarks.workloads import PRESETS, parse_workload
 

@@ -1,0 +1,124 @@
+"""The asyncio clients of the closed-loop load generator (aiohttp for HTTP, grpc.aio + tritonclient's stubs for
+gRPC), and the loopback guard every load generator here goes through."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from .bodies import HTTP_ENCODINGS, HttpRequest
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def check_loopback(url: str) -> None:
+    """Refuse anything but 127.0.0.0/8, ::1 or localhost: this tool must never load someone else's server."""
+    host = urlsplit(url).hostname or ""
+    if host in LOOPBACK_NAMES:
+        return
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    except ValueError:
+        pass
+    raise ValueError(f"refusing to send load to {host!r}: only loopback targets (127.0.0.1, ::1) are allowed")
+
+
+class HttpClient:
+    """aiohttp, one keep-alive connection per concurrent client."""
+
+    def __init__(self, url: str, requests: Sequence[HttpRequest], *, concurrency: int, timeout_s: float):
+        check_loopback(url)
+        self.url = url
+        self.requests = requests
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self._session: Any = None
+
+    async def __aenter__(self) -> HttpClient:
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(limit=self.concurrency, force_close=False, enable_cleanup_closed=True)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s), skip_auto_headers=("User-Agent",)
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._session.close()
+
+    async def send(self, index: int) -> str:
+        import aiohttp
+
+        req = self.requests[index % len(self.requests)]
+        try:
+            async with self._session.post(self.url, data=req.body, headers=req.headers) as resp:
+                await resp.read()
+                return str(resp.status)
+        except TimeoutError:
+            return "timeout"
+        except aiohttp.ClientConnectionError:
+            return "connection-error"
+        except aiohttp.ClientError as exc:
+            return f"client-error:{type(exc).__name__}"
+
+
+class GrpcClient:
+    """KServe v2 / Triton ``ModelInfer`` over grpc.aio, with tritonclient's generated stubs. Each request is
+    one BYTES element ``image`` sent in ``raw_input_contents`` (4-byte length prefix), as tritonclient does."""
+
+    def __init__(self, address: str, model: str, images: Sequence[bytes], *, timeout_s: float, input_name: str = "image"):
+        check_loopback(f"grpc://{address}")
+        from tritonclient.grpc import service_pb2
+
+        self.address = address
+        self.timeout_s = timeout_s
+        self.requests = []
+        for data in images:
+            req = service_pb2.ModelInferRequest(model_name=model)
+            tensor = req.inputs.add()
+            tensor.name, tensor.datatype = input_name, "BYTES"
+            tensor.shape.append(1)
+            req.raw_input_contents.append(struct.pack("<I", len(data)) + data)
+            self.requests.append(req)
+        self._channel: Any = None
+        self._infer: Any = None
+
+    async def __aenter__(self) -> GrpcClient:
+        import grpc
+        from tritonclient.grpc import service_pb2_grpc
+
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
+        self._channel = grpc.aio.insecure_channel(self.address, options=opts)
+        self._infer = service_pb2_grpc.GRPCInferenceServiceStub(self._channel).ModelInfer
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._channel.close()
+
+    async def send(self, index: int) -> str:
+        import grpc
+
+        try:
+            await self._infer(self.requests[index % len(self.requests)], timeout=self.timeout_s)
+            return "OK"
+        except grpc.aio.AioRpcError as exc:
+            return "timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.code().name
+
+
+def build_client(url: str, images: Sequence[bytes], content_type: str, *, concurrency: int, timeout_s: float,
+                 encoding: str = "multipart") -> HttpClient | GrpcClient:
+    """``http://host:port/path`` (``encoding``: multipart | raw | v2-json) or ``grpc://host:port/MODEL``."""
+    parts = urlsplit(url)
+    if parts.scheme == "grpc":
+        model = parts.path.strip("/")
+        if not model:
+            raise ValueError("gRPC targets are grpc://HOST:PORT/MODEL_NAME")
+        return GrpcClient(parts.netloc, model, images, timeout_s=timeout_s)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"unsupported target {url!r}: use http://… or grpc://…")
+    encode = HTTP_ENCODINGS[encoding]
+    return HttpClient(url, [encode(d, content_type) for d in images], concurrency=concurrency, timeout_s=timeout_s)
