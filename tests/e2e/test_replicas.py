@@ -1,5 +1,6 @@
-"""Three ``bentoml serve`` replicas behind HAProxy on one registry, with the admin runner, under steady load
-through the balancer (deploy/replicas.py; ``make replicas-demo`` runs the same by hand):
+"""Three ``bentoml serve`` replicas behind HAProxy on one S3 registry (a real moto_server process), with the
+admin runner on the same registry, under steady load through the balancer (deploy/replicas.py;
+``make replicas-demo`` runs the same by hand):
 
 * promote a new version -> every replica serves it within the poll interval + 5 s, 0 failed requests;
 * SIGTERM one replica and start it again (a rolling restart) -> 0 failed requests;
@@ -17,6 +18,7 @@ from deploy import haproxy
 from deploy.loadgen import failures
 from deploy.replicas import rehearse
 from deploy.report import Report
+from tests.s3server import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,9 +30,12 @@ CLIENTS = 8
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
+def report(tmp_path_factory: pytest.TempPathFactory, s3_server: S3Server) -> Report:
+    """One rehearsal for the module, on an S3 registry: a bucket on the session's moto_server process."""
     workdir = tmp_path_factory.mktemp("replicas")
-    result = rehearse(workdir, replicas=3, poll_interval_s=POLL_S, clients=CLIENTS, rate=8.0)
+    registry = f"s3://{s3_server.new_bucket('imgserve-replicas')}/registry"
+    result = rehearse(workdir, replicas=3, poll_interval_s=POLL_S, clients=CLIENTS, rate=8.0,
+                      registry=registry, env=s3_server.env())
     print("\n" + result.render())
     (workdir / "timeline.txt").write_text(result.render())
     return result
