@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,21 @@ def admin_runner(tmp: Path, models_dir: str, env: dict[str, str], service_url: s
     settings = {"IMGSERVE_MODELS_DIR": models_dir, "IMGSERVE_MODEL": MODEL, "IMGSERVE_CACHE_DIR": str(tmp / "cache-admin")}
     return Proc("admin", cmd, {**env, **settings},
                 tmp / "admin.log", port, "/health")
+
+
+@contextlib.contextmanager
+def environ(extra: dict[str, str]) -> Iterator[None]:
+    """``extra`` in this process's environment for a while (the harness reads the S3 registry too)."""
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def publish(local: Path, registry: str, env: dict[str, str]) -> None:
