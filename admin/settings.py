@@ -29,7 +29,11 @@ class AdminSettings(BaseSettings):
 
     max_parallel_jobs: int = Field(1, ge=1)
     promote_margin: float = Field(0.0, ge=0, le=1, description="candidate must beat production by this accuracy")
-    job_python: str | None = Field(None, description="python executable for job subprocesses (default: this one)")
+    job_python: str | None = Field(
+        None,
+        description="python executable for job subprocesses (default: this one); a wrapper script must exec it, "
+        "since only the process the runner starts is killed with the runner (admin/lifeline.py)",
+    )
 
     @property
     def datasets_dir(self) -> Path:

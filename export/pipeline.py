@@ -4,6 +4,9 @@ Gates (the export fails with a clear message and registers nothing when one fail
   * parity: ONNX fp32 vs Keras on held-out images, max |probability difference| <= ``parity_tolerance``;
   * accuracy: INT8 top-1 accuracy on the test set at most ``max_int8_drop`` below fp32.
 
+The version also gets ``reference.json``: the INT8 model's predictions and simple image statistics on the held-out
+images, the baseline of the service's drift signals (export/reference.py).
+
 Everything is built inside ``Registry.stage``: a crash or a failed gate removes the staged directory, so the
 registry never shows a half-written version.
 """
@@ -28,6 +31,7 @@ from training.evaluate import Evaluation, evaluate_predictions
 from training.train import load_run
 
 from .quantize import QuantizationConfig
+from .reference import reference_of
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,8 @@ def build_version(
     t0 = time.perf_counter()
     int8 = quantize(fp32, normalize(x_calib, spec), options.quantization, out / VARIANT_FILES["int8"])
     seconds["quantize"] = round(time.perf_counter() - t0, 2)
-    int8_eval = evaluate_predictions(y_test, convert.onnx_predict(int8, x_all), labels)
+    int8_probabilities = convert.onnx_predict(int8, x_all)
+    int8_eval = evaluate_predictions(y_test, int8_probabilities, labels)
     drop = fp32_eval.accuracy - int8_eval.accuracy
     if drop > options.max_int8_drop:
         raise ExportGateError(
@@ -143,6 +148,8 @@ def build_version(
             f"{100 * options.max_int8_drop:.2f}); try another --quantization preset or more --calibration-size; "
             "nothing was registered"
         )
+    # The drift baseline (reference.json): what the served INT8 variant predicts on the same held-out images.
+    reference_of(int8_probabilities, x_test, labels, out, source=f"held-out test split ({len(x_test)} images)")
     return Measured(diff, fp32_eval, int8_eval, seconds)
 
 

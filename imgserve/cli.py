@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from inference.errors import ImgServeError
 
 # Order here is the order in --help.
-COMMAND_MODULES = ("train", "export", "import_", "models", "serve", "admin", "retrain", "bench")
+COMMAND_MODULES = ("train", "export", "import_", "models", "predictions", "serve", "admin", "retrain", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

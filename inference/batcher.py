@@ -74,14 +74,15 @@ def _predict(model: BatchModel, parts: list[np.ndarray]) -> np.ndarray:
 
 
 BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
-# (model, ok, queue_seconds, compute_seconds, total_seconds): once per request that reached the batcher, the
-# Triton-style per-request statistics (a refused request: ok False and zero times).
-RequestObserver = Callable[[Any, bool, float, float, float], None]
+# (model, ok, requests, queue_seconds, compute_seconds, total_seconds), the times summed over the requests: the
+# Triton-style per-request statistics of every request that reached the batcher, reported once per batch (one
+# multiprocess-metrics write per figure, not per request) or once per refusal (ok False, zero times).
+OutcomeObserver = Callable[[Any, bool, int, float, float, float], None]
 
 
 class MicroBatcher:
     def __init__(
-        self, config: BatchingConfig, *, on_batch: BatchObserver | None = None, on_request: RequestObserver | None = None
+        self, config: BatchingConfig, *, on_batch: BatchObserver | None = None, on_request: OutcomeObserver | None = None
     ):
         self.config = config
         self._queue: collections.deque[_Request] = collections.deque()
@@ -182,7 +183,7 @@ class MicroBatcher:
                 req.future.set_exception(
                     Overloaded("the request waited past its deadline in the queue", retry_after=self.retry_after())
                 )
-                self._observe(req.model, False, now - req.enqueued, 0.0, now - req.enqueued)
+                self._observe(req.model, False, 1, now - req.enqueued, 0.0, now - req.enqueued)
                 continue
             if model is None:
                 model = req.model
@@ -229,10 +230,12 @@ class MicroBatcher:
                 self._wake_one()
             await self._run(loop, batch)
 
-    def _observe(self, model: Any, ok: bool, queue_s: float = 0.0, compute_s: float = 0.0, total_s: float = 0.0) -> None:
+    def _observe(
+        self, model: Any, ok: bool, requests: int = 1, queue_s: float = 0.0, compute_s: float = 0.0, total_s: float = 0.0
+    ) -> None:
         if self._on_request is not None:
             try:
-                self._on_request(model, ok, queue_s, compute_s, total_s)
+                self._on_request(model, ok, requests, queue_s, compute_s, total_s)
             except Exception:
                 log.exception("request observer failed")
 
@@ -255,7 +258,8 @@ class MicroBatcher:
             for req in batch:
                 if not req.future.done():
                     req.future.set_exception(exc)
-                self._observe(model, False, started - req.enqueued, failed - started, failed - req.enqueued)
+            waited = sum(started - r.enqueued for r in batch)
+            self._observe(model, False, len(batch), waited, len(batch) * (failed - started), waited + len(batch) * (failed - started))
             return
         finally:
             self._running -= 1
@@ -269,7 +273,9 @@ class MicroBatcher:
             if not req.future.done():
                 req.future.set_result(outputs[offset : offset + k])
             offset += k
-            self._observe(model, True, started - req.enqueued, elapsed, done - req.enqueued)
+        waited = sum(started - r.enqueued for r in batch)  # each request counts its own queue time, and the
+        m = len(batch)  # whole batch's compute time (Triton's convention), from queueing to result in total
+        self._observe(model, True, m, waited, m * elapsed, waited + m * (done - started))
         if self._on_batch is not None:
             try:
                 self._on_batch(model, n, elapsed, max_wait)

@@ -171,17 +171,20 @@ class ServingMetrics:
         inference.observe(infer_seconds)
         queue_wait.observe(max_wait_s)
 
-    def observe_inference(self, model: Any, ok: bool, queue_s: float, compute_s: float, total_s: float) -> None:
-        """``MicroBatcher``'s ``on_request`` hook: the per-request half of Triton's statistics."""
+    def observe_inference(
+        self, model: Any, ok: bool, requests: int, queue_s: float, compute_s: float, total_s: float
+    ) -> None:
+        """``MicroBatcher``'s ``on_request`` hook (once per batch, times summed over its requests): the
+        per-request half of Triton's statistics."""
         _, _, queue, compute, last, success, success_s, fail, fail_s = self._per_model(model)[:9]
         if ok:
-            success.inc()
+            success.inc(requests)
             success_s.inc(total_s)
             queue.inc(queue_s)
             compute.inc(compute_s)
             last.set(time.time())
         else:
-            fail.inc()
+            fail.inc(requests)
             fail_s.inc(total_s)
 
     def _per_model(self, model: Any) -> tuple[Any, ...]:
@@ -236,6 +239,10 @@ class ServingMetrics:
                    self.model_requests, self.model_request_seconds, self.last_inference)
         return [f for m in metrics for f in m.collect()]
 
+    def observe_load_failure(self, model: str) -> None:
+        """``ModelSlot``'s ``on_load_error`` hook."""
+        self.load_failures.labels(model).inc()
+
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""
         self.drift_psi.labels(model, str(version), signal).set(value)
@@ -247,5 +254,7 @@ class ServingMetrics:
             self.model_info.labels(*old_label.split(":", 2), self._providers.get(name, provider)).set(0)
         self._providers[name] = provider
         self.model_info.labels(name, version, variant, provider).set(1)
+        self.ready.set(1)
+        self.load_failures.labels(name)  # the series exists (at 0) from the first load on, so increase() sees a failure
         self.swaps.labels(name).inc()
         self.load_seconds.observe(seconds)

@@ -31,6 +31,7 @@ from inference.errors import ImgServeError, InvalidInput, NotReady, PayloadTooLa
 from .edge import error_response, internal_error_response, read_body
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
+from .ratelimit import http_client
 from .runtime import ModelRuntime
 
 log = logging.getLogger(__name__)
@@ -99,20 +100,18 @@ def build_router(
             raise InvalidInput('the repository index request must be empty or a JSON object like {"ready": true}') from None
         return Response(json.dumps(plane.repository_index(ready)), media_type="application/json")
 
-    @router.get("/models/{name}/config")
-    @router.get("/models/{name}/versions/{version}/config")
-    async def model_config(name: str, request: Request) -> Response:
-        return _json(plane.model_config(name, version_of(request)))
+    def model_get(suffix: str, answer: Callable[[str, str], dict[str, Any]]) -> None:
+        """``GET /models/{name}[/versions/{version}]<suffix>`` answered by ``answer(name, version)``."""
 
-    @router.get("/models/{name}/stats")
-    @router.get("/models/{name}/versions/{version}/stats")
-    async def model_statistics(name: str, request: Request) -> Response:
-        return _json(plane.model_statistics(name, version_of(request)))
+        async def route(name: str, request: Request) -> Response:
+            return _json(answer(name, version_of(request)))
 
-    @router.get("/models/{name}")
-    @router.get("/models/{name}/versions/{version}")
-    async def model_metadata(name: str, request: Request) -> Response:
-        return _json(plane.model_metadata(name, version_of(request)))
+        for path in (f"/models/{{name}}{suffix}", f"/models/{{name}}/versions/{{version}}{suffix}"):
+            router.add_api_route(path, route, methods=["GET"], name=answer.__name__)
+
+    model_get("/config", plane.model_config)  # Triton's model configuration
+    model_get("/stats", plane.model_statistics)  # Triton's statistics
+    model_get("", plane.model_metadata)
 
     @router.get("/models/{name}/ready")
     @router.get("/models/{name}/versions/{version}/ready")
@@ -124,7 +123,7 @@ def build_router(
     @router.post("/models/{name}/versions/{version}/infer")
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
-        with plane.admit(name):
+        with plane.admit(name, http_client(request)):
             body = await read_body(request, max_body_bytes)
             args = (
                 body,

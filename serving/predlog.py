@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import random
+import struct
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -30,6 +31,7 @@ from typing import IO, Any
 log = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 10_000
+FLUSH_PAUSE_S = 0.05  # the writer's pause between bursts: records reach the file within ~50 ms
 FIELDS = ("time", "model", "version", "variant", "label", "score", "latency_ms", "bytes", "width", "height",
           "sha256", "endpoint", "image_file")
 
@@ -72,6 +74,11 @@ def _iso(ts: float) -> str:
 
 
 def _dimensions(data: bytes) -> tuple[int | None, int | None]:
+    """Width and height from the header: PNG and GIF read directly (a PIL open costs ~50x more), others by PIL."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return struct.unpack(">II", data[16:24])  # type: ignore[return-value]
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return struct.unpack("<HH", data[6:10])  # type: ignore[return-value]
     try:
         from PIL import Image
 
@@ -119,18 +126,29 @@ class PredictionLog:
 
     # ---- the writer thread -------------------------------------------------------------------------
     def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            try:
-                self._write(*item)
-                if self._queue.empty():
-                    for fh, _, _ in self._files.values():
-                        fh.flush()
-            except Exception:  # a full disk must not kill the thread: log, count, go on
-                log.exception("prediction log: could not write a record")
-                self.dropped += 1
+        """Wake up, write everything queued, flush once, sleep a moment: records are handled in bursts, so the
+        request threads meet this thread on the GIL rarely instead of once per record."""
+        running = True
+        while running:
+            batch = [self._queue.get()]
+            while len(batch) < 1024:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            for item in batch:
+                if item is None:
+                    running = False
+                    break
+                try:
+                    self._write(*item)
+                except Exception:  # a full disk must not kill the thread: log, count, go on
+                    log.exception("prediction log: could not write a record")
+                    self.dropped += 1
+            for fh, _, _ in self._files.values():
+                fh.flush()
+            if running:
+                time.sleep(FLUSH_PAUSE_S)
         for fh, _, _ in self._files.values():
             fh.close()
         self._files.clear()
@@ -149,7 +167,7 @@ class PredictionLog:
                 _iso(ts), model, int(version), variant, label, round(float(score), 6), round(1e3 * latency_s, 3),
                 len(data) if data is not None else None, width, height, digest, endpoint, image_file,
             )
-            fh.write(json.dumps(asdict(record), separators=(",", ":")) + "\n")
+            fh.write(json.dumps(vars(record), separators=(",", ":")) + "\n")  # flat: vars, not asdict (10x)
             self.written += 1
 
     def _save_image(self, digest: str | None, data: bytes) -> str | None:

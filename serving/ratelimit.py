@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from inference.errors import ConfigError, RateLimited
 
@@ -120,3 +121,14 @@ def grpc_peer_address(peer: str) -> str:
         host = rest.rsplit(":", 1)[0]
         return host.strip("[]")
     return peer
+
+
+def http_client(request: Any) -> str:
+    """:func:`client_key` of a Starlette request."""
+    return client_key(request.headers.get("authorization"), request.client.host if request.client else None)
+
+
+def grpc_client(context: Any) -> str:
+    """:func:`client_key` of a gRPC call (``authorization`` metadata, else the peer's address)."""
+    metadata = {m.key: m.value for m in (context.invocation_metadata() or ())}
+    return client_key(metadata.get("authorization"), grpc_peer_address(context.peer() or ""))

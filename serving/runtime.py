@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.batcher import MicroBatcher
+from inference.batcher import MicroBatcher, OutcomeObserver
 from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image, load_image, open_image
 from inference.metadata import ModelCard
@@ -26,10 +27,14 @@ from inference.registry import Registry
 from inference.session import OnnxClassifier, top_k
 
 from .admission import Admission
+from .ratelimit import RateLimiter
 from .settings import ServeSettings
 from .slot import ModelSlot, SlotConfig, SwapObserver
 
 log = logging.getLogger(__name__)
+
+# (the model that answered, probabilities [N, C], uint8 NHWC pixels, encoded images or None, perf_counter at start)
+ClassifiedObserver = Callable[[OnnxClassifier, np.ndarray, np.ndarray, "list[bytes] | None", float], None]
 
 INLINE_DECODE_MAX_BYTES = 64 * 1024  # bigger payloads are not even parsed on the event loop
 
@@ -64,7 +69,10 @@ class ModelRuntime:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_swap: SwapObserver | None = None,
         on_admit: Callable[[int, int], None] | None = None,
-        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
+        on_request: OutcomeObserver | None = None,
+        on_classified: ClassifiedObserver | None = None,
+        on_load_error: Callable[[str], None] | None = None,
+        rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
         self.registry = Registry(settings.models_dir, cache_dir=settings.cache_dir)
@@ -75,12 +83,17 @@ class ModelRuntime:
                 name, variant, settings.version, settings.batching(len(specs)), settings.session_options(),
                 settings.auto_batch, settings.poll_interval_s,
             )
-            self.slots[name] = ModelSlot(config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request)
+            self.slots[name] = ModelSlot(
+                config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request,
+                on_load_error=on_load_error,
+            )
         self.default = specs[0][0]
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
         self.limits = settings.decode_limits()
         self._inline_pixels = settings.inline_decode_pixels
         self._on_admit = on_admit
+        self._on_classified = on_classified  # live ops: prediction log, drift (serving/ops.py)
+        self.rate_limiter = rate_limiter
         self.admission = Admission(settings.inflight_limit(), self.retry_after, on_change=self._admitted)
 
     # ---- lifecycle ---------------------------------------------------------------------------------
@@ -155,11 +168,14 @@ class ModelRuntime:
 
     # ---- admission ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def admit(self, name: str | None = None) -> Iterator[None]:
+    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
         """Every transport's prediction requests pass here before their body is read or decoded: 404 for a
         model not served, 503 / UNAVAILABLE at once when it is not loaded or the worker's in-flight limit
-        (one for all models) is reached."""
+        (one for all models) is reached, 429 / RESOURCE_EXHAUSTED when ``client``
+        (serving.ratelimit.client_key) is over its rate limit."""
         self.slot(name).model  # noqa: B018 - raises NotReady before a body nobody can serve is read
+        if self.rate_limiter is not None and client is not None:
+            self.rate_limiter.check(client)
         with self.admission.slot():
             yield
 
@@ -196,6 +212,7 @@ class ModelRuntime:
         """Encoded images -> probabilities, one row per image, from one version of model ``name``."""
         if not images:
             raise InvalidInput("no images given")
+        started = time.perf_counter()
         model = self.slot(name).model
         loop = asyncio.get_running_loop()
         if len(images) == 1:
@@ -222,16 +239,22 @@ class ModelRuntime:
                         raise type(item)(f"image {i}: {item.message}") from None
                     raise item
             pixels = np.stack(decoded)
-        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s)
+        return await self.classify_pixels(pixels, model=model, timeout_s=timeout_s, images=images, started=started)
 
     async def classify_pixels(
-        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None
+        self, pixels: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None,
+        images: list[bytes] | None = None, started: float | None = None,
     ) -> Classification:
-        """uint8 NHWC pixels already at the model's size -> probabilities."""
+        """uint8 NHWC pixels already at the model's size -> probabilities. ``images`` (the encoded inputs) and
+        ``started`` only feed the ``on_classified`` observer."""
+        started = time.perf_counter() if started is None else started
         model = model or self.model
         if pixels.dtype != np.uint8:
             raise InvalidInput(f"pixel tensors must be uint8, got {pixels.dtype}")
-        return await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        result = await self.classify_tensor(normalize(pixels, model.card.preprocessing), model=model, timeout_s=timeout_s)
+        if self._on_classified is not None:
+            self._on_classified(model, result.probabilities, pixels, images, started)
+        return result
 
     async def classify_tensor(
         self, batch: np.ndarray, *, model: OnnxClassifier | None = None, timeout_s: float | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from inference.session import SessionOptions
 
     from .connection import ConnectionLimits
+    from .grpc_edge import GrpcSecurity
 
 DEFAULT_MODEL = "fashion-mnist"
 DEFAULT_PROVIDERS = "CPUExecutionProvider"
@@ -100,15 +101,53 @@ class ServeSettings(BaseSettings):
         30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
 
+    drain_s: float = Field(
+        15.0, ge=0, le=3600,
+        description="SIGTERM: a worker stops being ready at once and exits within this many seconds, after "
+        "answering what it was sent (serving/lifecycle.py); 0 = stop at once",
+    )
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
-    grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")
+    grpc_host: str | None = Field(
+        None, description="OIP gRPC bind address (default: where HTTP binds, e.g. bentoml serve --host; else 127.0.0.1)"
+    )
+    api_token: str | None = Field(
+        None, description="bearer token for inference on HTTP (Authorization header) and gRPC (authorization "
+        "metadata); unset = open. Health, readiness and /metrics stay open",
+    )
+    ssl_certfile: str | None = Field(None, description="gRPC TLS certificate (default: bentoml serve --ssl-certfile)")
+    ssl_keyfile: str | None = Field(None, description="gRPC TLS key (default: bentoml serve --ssl-keyfile)")
     admin_token: str | None = Field(None, description="bearer token for POST /reload; unset = loopback only")
     access_log: bool = Field(True, description="one structured log line per request")
     tracing: bool = Field(
         False, description="BentoML's OpenTelemetry spans per request (set up an exporter in BentoML's `tracing` config)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # Live operations (docs/operations.md): rate limits, the prediction log, drift signals.
+    rate_limit: str | None = Field(
+        None, description="per client (bearer token, else address) and per worker, e.g. 100/minute; unset = none"
+    )
+    rate_limit_burst: int = Field(0, ge=0, description="requests a client may send at once (0 = the limit's count)")
+    data_dir: str = Field("data", description="where the prediction log is written (predictions/ inside)")
+    prediction_log_sample: float = Field(0.0, ge=0, le=1, description="share of requests logged (0 = off)")
+    prediction_log_images: bool = Field(False, description="store the images of logged requests too")
+    prediction_log_max_mb: int = Field(64, ge=1, description="rotate a prediction log file at this size")
+    drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
+    drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
+    drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        if value:
+            from .ratelimit import RateLimit
+
+            try:
+                RateLimit.parse(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value or None
 
     @classmethod
     def from_env(cls, **overrides: object) -> ServeSettings:
@@ -183,6 +222,12 @@ class ServeSettings(BaseSettings):
             # a `tracing.excluded_urls` in BentoML's own config file still takes precedence.
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
+
+    def grpc_endpoint(self, argv: Sequence[str]) -> tuple[str, GrpcSecurity]:
+        """gRPC's bind address and security in a BentoML worker whose command line is ``argv``."""
+        from .grpc_edge import grpc_endpoint
+
+        return grpc_endpoint(self.grpc_host, self.api_token, self.ssl_certfile, self.ssl_keyfile, argv)
 
     def connection_limits(self) -> ConnectionLimits:
         from .connection import ConnectionLimits

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inference.batcher import BatchingConfig, MicroBatcher
+from inference.batcher import BatchingConfig, MicroBatcher, OutcomeObserver
 from inference.errors import ImgServeError, NotReady, RegistryError
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
@@ -45,7 +45,8 @@ class ModelSlot:
     def __init__(
         self, config: SlotConfig, registry: Registry, *, on_swap: SwapObserver | None = None,
         on_batch: Callable[[Any, int, float, float], None] | None = None,
-        on_request: Callable[[Any, bool, float, float, float], None] | None = None,
+        on_request: OutcomeObserver | None = None,
+        on_load_error: Callable[[str], None] | None = None,
     ):
         self.config = config
         self.name = config.name
@@ -55,6 +56,7 @@ class ModelSlot:
         self._swap_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
         self._on_swap = on_swap
+        self._on_load_error = on_load_error  # (model name): a version that could not be loaded or warmed
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
 
@@ -169,8 +171,12 @@ class ModelSlot:
                 model.max_batch = model.efficient_batch(limit)
                 log.info("%s: batches of up to %d rows (fastest per row here)", model.label, model.max_batch)
         except ImgServeError:
+            if self._on_load_error:
+                self._on_load_error(name)
             raise
         except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed
+            if self._on_load_error:
+                self._on_load_error(name)
             log.exception("loading %s v%s (%s) failed", name, version, variant)
             raise RegistryError(
                 f"model {name!r} v{version} ({variant}) could not be loaded ({type(exc).__name__}); see the server log"

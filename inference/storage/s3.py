@@ -163,8 +163,14 @@ class S3Storage(Storage):
         key = version_key(model, version, safe_name(name))
 
         def download(dest: Path) -> None:
-            if self._call("download_file", key, Filename=str(dest)) is None and not dest.exists():
+            # one streamed GET: s3transfer's download_file sets up a thread pool per call, which cost more than
+            # the transfer itself for files of a few MB on a loaded machine
+            r = self._call("get_object", key)
+            if r is None:
                 raise RegistryError(f"{name} of {model} v{version} is listed in its manifest but missing in the store")
+            with open(dest, "wb") as fh:
+                for chunk in r["Body"].iter_chunks(1 << 20):
+                    fh.write(chunk)
 
         return self.cache.fetch(self.cache.root / key, name, manifest, download, f"{name} of {model} v{version}")
 

@@ -234,9 +234,9 @@ def test_metrics_expose_custom_names(client: httpx.Client) -> None:
     text = client.get("/metrics").text
     missing = [name for name in METRIC_NAMES if f"\n{name}" not in text and not text.startswith(name)]
     assert not missing, missing
-    assert 'imgserve_model_info{model="tiny",variant="int8",version="1"} 1.0' in text
-    assert 'imgserve_requests_total{endpoint="/predict",status="200"}' in text
-    assert 'imgserve_requests_total{endpoint="/predict",status="400"}' in text
+    assert 'imgserve_model_info{model="tiny",provider="CPUExecutionProvider",variant="int8",version="1"} 1.0' in text
+    assert 'imgserve_requests_total{endpoint="/predict",protocol="http",status="200"}' in text
+    assert 'imgserve_requests_total{endpoint="/predict",protocol="http",status="400"}' in text
 
 
 def test_one_log_line_per_request(server: Server, client: httpx.Client) -> None:

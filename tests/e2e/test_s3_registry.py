@@ -48,6 +48,7 @@ def test_serves_from_s3_and_hot_swaps_after_a_promote(s3_registry: Registry, tmp
             time.sleep(0.5)
             promoted_at = time.monotonic()
             Registry(s3_registry.root, cache_dir=tmp_path / "admin-cache").promote("tiny", 2, reason="e2e")
+            promote_s = time.monotonic() - promoted_at
             deadline = promoted_at + 30
             while time.monotonic() < deadline and not any(v == 2 for _, v in seen):
                 time.sleep(0.05)
@@ -59,6 +60,7 @@ def test_serves_from_s3_and_hot_swaps_after_a_promote(s3_registry: Registry, tmp
             assert first_v2 is not None, f"still on v1 30 s after the promote; statuses {statuses}"
             assert set(statuses) == {200}, statuses
             assert seen[-1][1] == 2
-            print(f"s3 hot swap: v2 served {first_v2 - promoted_at:.2f} s after the promote (poll {POLL_S} s); "
+            print(f"s3 hot swap: v2 served {first_v2 - promoted_at:.2f} s after the promote started "
+                  f"(the promote itself, from a fresh process-side client: {promote_s:.2f} s; poll {POLL_S} s); "
                   f"{sum(statuses.values())} requests, 0 failed")
             assert "now serving tiny:2:int8 (was tiny:1:int8)" in srv.log_text()

@@ -37,6 +37,24 @@ def _export(run: Path, root: Path, **kw: object) -> ModelCard:
     return export_run(run, Registry(root), ExportOptions(name="digits", **{"max_int8_drop": 0.05, **kw}))
 
 
+def test_reference_command_recreates_the_export_reference(digits_run: Path, tmp_path: Path) -> None:
+    """``imgserve predictions reference`` re-derives, from the recorded data set and split seed, the same
+    reference the export wrote from its held-out arrays (for versions registered without one)."""
+    from inference.reference import REFERENCE_FILE, Reference
+
+    card = _export(digits_run, tmp_path)
+    path = Registry(tmp_path).version_dir("digits", card.version) / REFERENCE_FILE
+    exported = Reference.load(path)
+    assert exported.images == 269 and exported.variant == "int8"
+    path.unlink()
+    assert main(["predictions", "reference", "digits", "--models-dir", str(tmp_path)]) == 0
+    again = Reference.load(path)
+    assert again.images == exported.images and again.labels == exported.labels
+    for name, histogram in exported.signals.items():
+        assert again.signals[name].edges == histogram.edges, name
+        assert again.signals[name].fractions == pytest.approx(histogram.fractions, abs=1e-9), name
+
+
 def test_run_directory_is_complete(digits_run: Path) -> None:
     for name in (
         "model.keras",
@@ -70,6 +88,7 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
         "model.int8.onnx",
         "model.keras",
         "model.onnx",
+        "reference.json",
     ]
     import zipfile
 

@@ -175,3 +175,34 @@ def test_close_fails_running_and_queued_requests_instead_of_hanging() -> None:
         assert all(isinstance(r, Overloaded) for r in results)
 
     run(main())
+
+
+def test_outcome_observer_counts_every_request_once() -> None:
+    """The statistics hook: successes reported per batch with per-request queue/compute sums, refusals and
+    deadline misses as failures."""
+    outcomes: list[tuple[bool, int, float, float, float]] = []
+
+    async def main() -> None:
+        b = MicroBatcher(
+            BatchingConfig(max_batch_size=8, lanes=1, max_queue=3),
+            on_request=lambda m, ok, n, q, c, t: outcomes.append((ok, n, q, c, t)),
+        )
+        b.start()
+        model = SlowDouble(delay=0.05)
+        first = asyncio.create_task(b.submit(model, np.ones((1, 2), np.float32)))
+        await asyncio.sleep(0.01)  # the lane is busy with `first`: the next three queue up into one batch
+        queued = [asyncio.create_task(b.submit(model, np.ones((1, 2), np.float32))) for _ in range(3)]
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded):  # the queue holds 3 rows already
+            await b.submit(model, np.ones((1, 2), np.float32))
+        await asyncio.gather(first, *queued)
+        await b.close()
+
+    run(main())
+    ok = [o for o in outcomes if o[0]]
+    failed = [o for o in outcomes if not o[0]]
+    assert sum(o[1] for o in ok) == 4 and [o[1] for o in failed] == [1]
+    assert len(ok) == 2  # `first` alone, then the three queued ones as one batch: one report per batch
+    batch3 = next(o for o in ok if o[1] == 3)
+    assert batch3[3] >= 3 * 0.04 and batch3[2] > 0  # compute counted once per request; they all waited
+    assert batch3[4] >= batch3[2] + batch3[3] - 1e-6

@@ -112,3 +112,18 @@ def test_export_formats(tmp_path: Path) -> None:
             export_records([], tmp_path / "x.parquet")
     else:
         assert export_records([], tmp_path / "x.parquet").is_file()
+
+
+def test_cli_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from imgserve.cli import main
+
+    plog, root = written(tmp_path, sample=1.0)
+    for i in range(7):
+        plog.maybe_log("pets", 1, "int8", LABELS, probs(i % 3), 0.01, [png(i)])
+    plog.close()
+    out = tmp_path / "export.csv"
+    assert main(["predictions", "export", "--log-dir", str(root), "--model", "pets", "--out", str(out)]) == 0
+    assert "7 predictions" in capsys.readouterr().out
+    assert [r["label"] for r in csv.DictReader(out.open())] == [LABELS[i % 3] for i in range(7)]
+    assert main(["predictions", "export", "--log-dir", str(root), "--out", str(tmp_path / "x.txt")]) == 2
+    assert "error: unknown export format" in capsys.readouterr().err
