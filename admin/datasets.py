@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from inference.atomic import atomic_write_json, staging_dir
+from inference.atomic import atomic_write_json, clean_stale_staging, staging_dir
 from inference.errors import InvalidInput, NotFound, PayloadTooLarge
 from inference.imagecodec import IMAGE_SUFFIXES, decode_image
 from inference.registry import utc_now
@@ -69,6 +69,7 @@ class DatasetStore:
     def __init__(self, settings: AdminSettings):
         self.settings = settings
         self.root = settings.datasets_dir
+        clean_stale_staging(self.root)  # what an upload left when its runner was killed mid-write
 
     # ---- read --------------------------------------------------------------------------------------
     def list(self) -> list[DatasetInfo]:
@@ -217,5 +218,10 @@ class DatasetStore:
                 base=base,
             )
             atomic_write_json(tmp / "dataset.json", info.to_dict())
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)
+            except OSError:  # uploads are ingested in threads: the same content may have just landed
+                if not (final / "dataset.json").is_file():
+                    raise
+                return self._read(final)
         return info

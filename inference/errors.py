@@ -106,6 +106,15 @@ class RegistryError(ImgServeError):
     error_type = "registry_error"
 
 
+class VersionNotLoadable(RegistryError):
+    """A registered version whose files do not load or warm up (truncated, corrupt, wrong shape). The server
+    keeps serving what it has; 409 because the registry's state, not the request, is what has to change."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+    error_type = "version_not_loadable"
+
+
 class ConfigError(ImgServeError):
     """A setting or argument is wrong; the message says how to fix it."""
 

@@ -15,11 +15,21 @@ the model failing (an ONNX Runtime error), never shed load or bad input.
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import functools
+import logging
 import math
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from inference.errors import ImgServeError, NotFound
+from inference.session import OnnxClassifier
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,3 +115,82 @@ class CanaryGuard:
         if enough and can.p99_s > prod.p99_s * p.max_p99_ratio and can.p99_s - prod.p99_s > p.min_p99_increase_s:
             return f"p99 {1e3 * can.p99_s:.1f} ms > {p.max_p99_ratio:g} x production's ({figures})"
         return None
+
+
+class CanaryRollout:
+    """One model slot's canary: the loaded version, its weight, the guard, the automatic abort."""
+
+    def __init__(self, name: str, registry: Any, loader: Any, policy: CanaryPolicy, *,
+                 on_abort: Callable[[str, int, str], None] | None = None):
+        self.name, self.registry, self.loader = name, registry, loader
+        self.model: OnnxClassifier | None = None  # loaded beside production while the `canary` alias exists
+        self.weight = 0.0  # percent of requests routed to it
+        self.guard = CanaryGuard(policy)
+        self._on_abort = on_abort
+        self._aborting = False
+        self._rng = random.Random()  # its own: something in a BentoML worker reseeds the global one (5 % for 10 %)
+
+    def pick(self, production: OnnxClassifier) -> OnnxClassifier:
+        canary = self.model
+        if canary is not None and self._rng.random() * 100.0 < self.weight:
+            return canary
+        return production
+
+    def _drop(self, production: OnnxClassifier | None) -> None:
+        if self.model is not None:
+            log.info("canary %s ended; all requests to %s", self.model.label, production.label if production else None)
+        self.model = None
+        self.guard.reset()
+
+    async def sync(self, production: OnnxClassifier | None, config: Any, loop: asyncio.AbstractEventLoop) -> None:
+        """Load, reweight or drop the canary the aliases name (only for a slot that follows ``production``)."""
+        if config.ref != "production" or production is None:
+            return
+        aliases = await loop.run_in_executor(None, self.registry.aliases, self.name)
+        target = aliases.get("canary")
+        weight = float((aliases.get("weights") or {}).get("canary") or 0)
+        if target is None or weight <= 0 or int(target) == production.card.version:
+            self._drop(production)
+            return
+        if self.model is None or self.model.card.version != int(target):
+            try:
+                card = await loop.run_in_executor(None, self.registry.card, self.name, int(target))
+                variant = config.variant if config.variant in card.variants else "fp32"
+                self.model = await loop.run_in_executor(None, self.loader.load, int(target), variant)
+            except ImgServeError as exc:
+                log.error("canary v%s of %s not loaded, production keeps all requests: %s", target, self.name, exc.message)
+                self._drop(production)
+                return
+            self.guard.reset()
+        self.weight = weight
+        log.info("canary %s gets %g %% of requests beside %s", self.model.label, weight, production.label)
+
+    def record(self, model: OnnxClassifier, ok: bool, seconds: float, production: OnnxClassifier | None) -> None:
+        canary = self.model
+        if canary is None or production is None or self._aborting:
+            return
+        reason = self.guard.record(
+            model.card.version, ok, seconds, production=production.card.version, canary=canary.card.version
+        )
+        if reason is not None:
+            self._aborting = True
+            self.model = None  # stop routing to it now; the registry write follows
+            asyncio.get_running_loop().create_task(self._abort(canary.card.version, reason))
+
+    async def _abort(self, version: int, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        end = functools.partial(
+            self.registry.end_canary, self.name, promote=False, reason=f"automatic abort: {reason}", only=version
+        )
+        try:
+            await loop.run_in_executor(None, end)
+            log.warning("canary %s v%d aborted: %s", self.name, version, reason)
+            if self._on_abort:
+                self._on_abort(self.name, version, reason)
+        except NotFound:
+            pass  # another worker or replica was first
+        except ImgServeError as exc:
+            log.error("canary %s v%d: abort could not be recorded: %s", self.name, version, exc.message)
+        finally:
+            self._aborting = False
+            self.guard.reset()

@@ -130,6 +130,10 @@ class ServingMetrics:
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
         )
+        self.fallback = Gauge(
+            "imgserve_model_fallback", "1 while a worker serves another version because its alias target cannot be "
+            "loaded (serving/loading.py; /model says which and why)", ["model"], multiprocess_mode="livemax",
+        )
         self.ready = Gauge(
             "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
             multiprocess_mode="livemin",
@@ -249,6 +253,10 @@ class ServingMetrics:
     def observe_load_failure(self, model: str) -> None:
         """``ModelSlot``'s ``on_load_error`` hook."""
         self.load_failures.labels(model).inc()
+
+    def observe_fallback(self, model: str, active: bool) -> None:
+        """``ModelSlot``'s ``on_fallback`` hook."""
+        self.fallback.labels(model).set(1 if active else 0)
 
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""

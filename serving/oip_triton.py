@@ -4,6 +4,7 @@ One builder each, so REST and gRPC cannot disagree."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from inference.batcher import BatchingConfig
@@ -52,7 +53,8 @@ def model_config(model: OnnxClassifier, batching: BatchingConfig, max_batch_size
             for key, value in (
                 ("variant", model.variant),
                 ("layout", card.preprocessing.layout),
-                ("labels", ",".join(card.labels)),
+                ("labels", json.dumps(list(card.labels))),  # a JSON list: labels may hold commas
+                ("execution_provider", model.provider),
             )
         },
     }

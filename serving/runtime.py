@@ -29,7 +29,7 @@ from inference.session import OnnxClassifier, top_k
 from .admission import Admission
 from .ratelimit import RateLimiter
 from .settings import ServeSettings
-from .slot import ModelSlot, SlotConfig, SwapObserver
+from .slot import FallbackObserver, ModelSlot, SlotConfig, SwapObserver
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class ModelRuntime:
         on_classified: ClassifiedObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         on_canary_abort: Callable[[str, int, str], None] | None = None,
+        on_fallback: FallbackObserver | None = None,
         rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
@@ -86,7 +87,7 @@ class ModelRuntime:
             )
             self.slots[name] = ModelSlot(
                 config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request,
-                on_load_error=on_load_error, on_canary_abort=on_canary_abort,
+                on_load_error=on_load_error, on_fallback=on_fallback, on_canary_abort=on_canary_abort,
             )
         self.default = specs[0][0]
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
@@ -154,6 +155,8 @@ class ModelRuntime:
                 model = slot.model
                 entry.update(version=model.card.version, variant=model.variant, labels=model.card.num_classes,
                              execution_provider=model.provider)
+                if slot.fallback is not None:
+                    entry["fallback"] = slot.fallback_info()
             elif slot.last_error:
                 entry["error"] = slot.last_error
             out.append(entry)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from inference.registry import Registry
-from tests.e2e.harness import ServerProcess, free_port, stand_in_launcher
+from tests.e2e.harness import ServerProcess, free_port, register_version, stand_in_launcher
 from tests.fixtures import class_folder_zip, encode_image, register_tiny, sample_image
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +49,14 @@ def fresh_registry(tmp: Path) -> Registry:
     if not registry.list_versions("tiny"):
         register_tiny(registry, classes=2, promote=True)
     return registry
+
+
+@pytest.fixture(scope="module")
+def cam_model(admin: tuple[httpx.Client, Path]) -> str:
+    """A version that has a ``model.keras`` (a stand-in file: the requests below are refused before Grad-CAM)."""
+    _, tmp = admin
+    register_version(Registry(tmp / "models"), "cam", seed=3, files={"model.keras": b"not read"})
+    return "cam"
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +144,23 @@ def test_bad_promote_and_rollback_bodies_leave_the_registry_alone(admin: tuple[h
 def test_non_ascii_digits_and_bad_query_values_in_urls(admin: tuple[httpx.Client, Path], path: str) -> None:
     client, _ = admin
     assert_json_400(client.get(path), "invalid request")
+
+
+@pytest.mark.parametrize("path", ["/jobs/" + "a" * 300, "/jobs/%C2%B2", "/jobs/%D9%A3%D9%A3"])
+def test_odd_job_ids_are_404_json(admin: tuple[httpx.Client, Path], path: str) -> None:
+    client, _ = admin
+    for method in ("GET", "DELETE"):
+        r = client.request(method, path)
+        assert r.status_code == 404 and r.json()["type"] == "not_found", (method, r.text)
+
+
+@pytest.mark.parametrize("class_index", ["²", "٣", "-1", "abc", "10"])
+def test_gradcam_class_index_is_checked(admin: tuple[httpx.Client, Path], cam_model: str, class_index: str) -> None:
+    client, _ = admin
+    png = encode_image(sample_image(), "PNG")
+    r = client.post(f"/models/{cam_model}/versions/1/gradcam", files={"image": ("x.png", png, "image/png")},
+                    data={"class_index": class_index})
+    assert_json_400(r, "class_index must be 0..9")
 
 
 def test_good_bodies_still_work(admin: tuple[httpx.Client, Path], dataset: str) -> None:

@@ -3,6 +3,7 @@ settings), statistics (counted by the real batcher), the repository index, and g
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,6 +73,9 @@ def test_model_config_is_the_same_over_both_protocols_and_reflects_the_batcher(c
     assert int(over_grpc["dynamic_batching"]["default_queue_policy"]["max_queue_size"]) == 77
     assert over_grpc["parameters"]["variant"]["string_value"] == over_http["parameters"]["variant"]["string_value"]
     assert h.get_model_config(NAME, model_version="1")["name"] == NAME
+    params = {k: v["string_value"] for k, v in over_http["parameters"].items()}
+    assert json.loads(params["labels"]) == [f"class_{i}" for i in range(10)]
+    assert params["execution_provider"] == "CPUExecutionProvider" and params["layout"] == "NHWC"
 
 
 def _stats(h: Any) -> dict[str, Any]:
@@ -138,7 +142,7 @@ def test_grpc_reflection_lists_the_inference_service(served: OipTestServer) -> N
     with grpc.insecure_channel(served.grpc_url) as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
-        assert "inference.GRPCInferenceService" in services and "grpc.reflection.v1alpha.ServerReflection" in services
+        assert {"inference.GRPCInferenceService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= services
         service = DescriptorPool(database).FindServiceByName("inference.GRPCInferenceService")
         methods = {m.name for m in service.methods}
         assert {"ModelInfer", "ModelConfig", "ModelStatistics", "RepositoryIndex"} <= methods

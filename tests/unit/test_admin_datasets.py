@@ -105,3 +105,24 @@ def test_images_with_label_extend_a_base(store: DatasetStore) -> None:
         store.ingest_images(imgs, "bird", base="nope")
     with pytest.raises(InvalidInput, match="invalid class name"):
         store.ingest_images(imgs, "../x", base=base.id)
+
+
+def test_the_same_upload_ingested_twice_at_once_gives_one_dataset(store: DatasetStore) -> None:
+    """Uploads are ingested in worker threads now: two identical ones in the same second share one id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = class_folder_zip({"a": 3, "b": 3})
+    with ThreadPoolExecutor(4) as pool:
+        infos = list(pool.map(lambda _: store.ingest_zip(data), range(4)))
+    assert {i.fingerprint for i in infos} == {infos[0].fingerprint}
+    assert all((store.root / i.id / "dataset.json").is_file() for i in infos)
+    assert not [p for p in store.root.iterdir() if p.name.startswith(".staging-")]
+
+
+def test_staging_left_by_a_killed_upload_is_removed_on_start(tmp_path: Path) -> None:
+    settings = AdminSettings(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+    stale = settings.datasets_dir / ".staging-12345-abcdef"
+    (stale / "images" / "a").mkdir(parents=True)
+    (settings.datasets_dir / ".staging-12345-abcdef.lock").touch()  # lock file, no holder: its writer is gone
+    DatasetStore(settings)
+    assert not stale.exists()
