@@ -132,13 +132,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=models_rollback)
 
     q = msub.add_parser("canary", help="route a share of requests to another version; --promote or --abort it")
-    q.add_argument("name")
+    q.add_argument("name", help="model name")
     q.add_argument("version", nargs="?", default=None, help="the version to try (not with --promote/--abort)")
     q.add_argument("--weight", type=float, default=10.0, help="percent of requests (default 10)")
     act = q.add_mutually_exclusive_group()
     act.add_argument("--promote", action="store_true", help="make the canary production")
     act.add_argument("--abort", action="store_true", help="remove the canary; production keeps every request")
-    q.add_argument("--reason", default="")
+    q.add_argument("--reason", default="", help="recorded in the alias history")
     add_registry_args(q)
     q.set_defaults(func=models_canary)
 
