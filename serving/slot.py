@@ -22,6 +22,7 @@ from inference.errors import ImgServeError, NotReady, VersionNotLoadable
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
 
+from .canary import CanaryPolicy, CanaryRollout
 from .loading import VersionLoader, fallback_candidates
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class SlotConfig:
     session: SessionOptions
     auto_batch: bool
     poll_interval_s: float
+    canary: CanaryPolicy = CanaryPolicy()
 
 
 class ModelSlot:
@@ -60,6 +62,7 @@ class ModelSlot:
         on_request: OutcomeObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         on_fallback: FallbackObserver | None = None,
+        on_canary_abort: Callable[[str, int, str], None] | None = None,
     ):
         self.config = config
         self.name = config.name
@@ -75,6 +78,7 @@ class ModelSlot:
         )
         self._on_fallback = on_fallback
         self.fallback: Fallback | None = None
+        self.canary = CanaryRollout(self.name, registry, self.loader, config.canary, on_abort=on_canary_abort)
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
 
@@ -173,6 +177,8 @@ class ModelSlot:
             if current is not None and current.card.version == version and current.variant == variant:
                 self.last_error = None
                 self._set_fallback(None)
+                if ref == self.config.ref:
+                    await self.canary.sync(current, self.config, loop)
                 return {"changed": False, "model": name, "version": version, "variant": variant}
             t0 = time.perf_counter()
             try:
@@ -190,6 +196,8 @@ class ModelSlot:
             self._swap(new, current, seconds)
             self.last_error = None
             self._set_fallback(None)
+            if ref == self.config.ref:
+                await self.canary.sync(new, self.config, loop)
             return {
                 "changed": True,
                 "model": name,
@@ -264,3 +272,16 @@ class ModelSlot:
                 self.last_error = exc.message
             except Exception:
                 log.exception("alias watch: keeping %s", self._model.label if self._model else None)
+
+    # ---- canary (serving/canary.py) ----------------------------------------------------------------
+    def pick(self) -> OnnxClassifier:
+        """The version that answers this request: the canary for its weight's share of requests."""
+        return self.canary.pick(self.model)
+
+    def served(self) -> list[OnnxClassifier]:
+        """Every version answering now: production, then the canary if there is one."""
+        return [self.model] + ([self.canary.model] if self.canary.model is not None else [])
+
+    def record(self, model: OnnxClassifier, ok: bool, seconds: float) -> None:
+        """One request's outcome on ``model`` (the runtime calls this): feeds the canary guard."""
+        self.canary.record(model, ok, seconds, self._model)
