@@ -172,7 +172,7 @@ class ModelRuntime:
 
     # ---- admission ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
+    def admit(self, name: str | None = None, client: tuple[str | None, str | None] | None = None) -> Iterator[None]:
         """Every transport's prediction requests pass here before their body is read or decoded: 404 for a
         model not served, 503 / UNAVAILABLE at once when it is not loaded or the worker's in-flight limit
         (one for all models) is reached, 429 / RESOURCE_EXHAUSTED when ``client``
