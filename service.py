@@ -25,7 +25,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
-from serving.lifecycle import CloseWhenDraining, Drain
+from serving.lifecycle import CloseWhenDraining, Drain, forget_dead_workers
 from serving.settings import ServeSettings
 from serving.uvicorn_config import configure_uvicorn
 
@@ -103,6 +103,7 @@ class ImgServe:
     @bentoml.on_startup
     async def load_model(self) -> None:
         drain.install()  # SIGTERM drains this worker (serving/lifecycle.py); uvicorn's handler is set by now
+        forget_dead_workers()  # a worker killed -9 before this one left its live gauges behind
         await self.runtime.start()  # load + warm before the worker takes traffic
         tune_gc(settings.gc_threshold)
         if settings.grpc_port:  # OIP gRPC on this worker's event loop, sharing the runtime and batcher
