@@ -102,6 +102,22 @@ def models_canary(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_shadow(args: argparse.Namespace) -> int:
+    """Mirror a share of requests to a version (NAME V --share S), or stop (NAME --stop)."""
+    from inference.errors import ConfigError
+
+    registry = registry_from(args)
+    if args.stop:
+        registry.end_shadow(args.name, reason=args.reason or "cli")
+        print(f"{args.name}: shadow stopped")
+        return 0
+    if args.version is None:
+        raise ConfigError("give the version to mirror to: imgserve models shadow NAME VERSION --share 20")
+    aliases = registry.set_shadow(args.name, args.version, args.share, reason=args.reason)
+    print(f"{args.name}: {args.share:g} % of requests mirrored to v{aliases['shadow']} (answers still from production)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -141,6 +157,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--reason", default="")
     add_registry_args(q)
     q.set_defaults(func=models_canary)
+
+    q = msub.add_parser("shadow", help="mirror a share of requests to another version and compare; --stop")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", default=None)
+    q.add_argument("--share", type=float, default=20.0, help="percent of requests mirrored (default 20)")
+    q.add_argument("--stop", action="store_true", help="stop mirroring")
+    q.add_argument("--reason", default="")
+    add_registry_args(q)
+    q.set_defaults(func=models_shadow)
 
     q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
     q.add_argument("src")
