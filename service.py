@@ -89,7 +89,7 @@ class ImgServe:
             settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
             on_request=metrics.observe_inference, on_classified=self.ops.observe,
             on_load_error=metrics.observe_load_failure, on_fallback=metrics.observe_fallback,
-            on_canary_abort=metrics.observe_canary_abort,
+            on_canary_abort=metrics.observe_canary_abort, on_shadow=(metrics.observe_shadow, metrics.observe_shadow_shed),
             rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
