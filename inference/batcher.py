@@ -69,9 +69,12 @@ class _Request:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def _predict(model: BatchModel, parts: list[np.ndarray]) -> np.ndarray:
-    """In the lane's thread: join the requests' rows (a copy, off the event loop) and run the model."""
-    return model.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
+def _predict(model: BatchModel, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """In the lane's thread (or inline): join the requests' rows and run the model; also the CPU seconds this
+    thread spent on it (unlike wall time, not inflated when other processes take the cores)."""
+    cpu = time.thread_time()
+    out = model.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return out, time.thread_time() - cpu
 
 
 BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
@@ -94,6 +97,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_request = on_request
         self._row_seconds = 0.0  # EWMA of inference seconds per row, for wait estimates
+        self._batch_cpu_s = 0.0  # EWMA of the CPU seconds of a batch's run, for _inline
         self._running = 0
         self._closed = False
 
@@ -240,13 +244,14 @@ class MicroBatcher:
             except Exception:
                 log.exception("request observer failed")
 
-    def _inline(self, rows: int) -> bool:
+    def _inline(self) -> bool:
         """Whether to run this batch right here on the event loop instead of in a lane thread. For a cheap model
         the hand-off costs more than the run: a 28x28 CNN's batch takes ~0.1-1 ms, while waking the lane thread,
         passing the GIL to it and back and resolving the future from it took ~1/3 of a worker's CPU under load
         (py-spy, c=64, loaded 2-core box). The first batch runs inline and measures the model; from then on the
-        per-row estimate decides, so a slow model (or a slower version swapped in) goes back to the threads."""
-        return self.config.inline_ms > 0 and rows * self._row_seconds * 1e3 <= self.config.inline_ms
+        recent batches' CPU time decides, so a slow model (or a slower version swapped in) goes back to the
+        threads. CPU time, not wall time: on a busy machine a 0.3 ms run can take 40 ms of wall time."""
+        return self.config.inline_ms > 0 and self._batch_cpu_s * 1e3 <= self.config.inline_ms
 
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         model = batch[0].model
@@ -255,10 +260,10 @@ class MicroBatcher:
         max_wait = started - min(r.enqueued for r in batch)
         self._running += 1
         try:
-            if self._inline(n):
-                outputs = _predict(model, [r.rows for r in batch])
+            if self._inline():
+                outputs, cpu_s = _predict(model, [r.rows for r in batch])
             else:
-                outputs = await loop.run_in_executor(self._executor, _predict, model, [r.rows for r in batch])
+                outputs, cpu_s = await loop.run_in_executor(self._executor, _predict, model, [r.rows for r in batch])
         except asyncio.CancelledError:  # shutting down: no caller may wait forever
             for req in batch:
                 if not req.future.done():
@@ -278,6 +283,7 @@ class MicroBatcher:
         elapsed = time.perf_counter() - started
         per_row = elapsed / n
         self._row_seconds = per_row if not self._row_seconds else 0.8 * self._row_seconds + 0.2 * per_row
+        self._batch_cpu_s = cpu_s if not self._batch_cpu_s else 0.8 * self._batch_cpu_s + 0.2 * cpu_s
         offset = 0
         done = time.perf_counter()
         for req in batch:

@@ -72,7 +72,7 @@ class ServeSettings(BaseSettings):
         4096, ge=0, description="images up to this many pixels (and 64 KiB) are decoded on the event loop, not in the pool"
     )
     inline_infer_ms: float = Field(
-        1.0, ge=0, description="with one lane per worker, batches expected to run within this many ms run on the "
+        2.0, ge=0, description="with one lane per worker, batches whose recent runs took at most this many ms of CPU run on the "
         "event loop instead of a lane thread (cheap models: the thread hand-off costs more than the run; 0 = never)",
     )
     timeout_s: float = Field(10.0, gt=0, description="per-request deadline in the queue")

@@ -217,7 +217,10 @@ class ThreadRecorder(SlowDouble):
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         self.threads.append(threading.get_ident())
-        return super().predict(batch)
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < self.delay:  # CPU, not sleep: the batcher measures a run's CPU time
+            pass
+        return batch * 2
 
 
 def test_cheap_batches_run_on_the_event_loop_and_slow_ones_in_a_lane_thread() -> None:
@@ -233,7 +236,7 @@ def test_cheap_batches_run_on_the_event_loop_and_slow_ones_in_a_lane_thread() ->
     cheap = ThreadRecorder()
     loop_thread = run(main(cheap, inline_ms=50.0))
     assert cheap.threads == [loop_thread] * 4
-    slow = ThreadRecorder(delay=0.03)  # the first batch runs inline and measures 30 ms > 5 ms: threads after it
+    slow = ThreadRecorder(delay=0.03)  # the first batch runs inline and measures 30 ms of CPU > 5 ms: threads after
     loop_thread = run(main(slow, inline_ms=5.0))
     assert slow.threads[0] == loop_thread and loop_thread not in slow.threads[1:]
     never = ThreadRecorder()
@@ -244,6 +247,6 @@ def test_cheap_batches_run_on_the_event_loop_and_slow_ones_in_a_lane_thread() ->
 def test_inline_applies_to_a_single_lane_only() -> None:
     from serving.settings import ServeSettings
 
-    assert ServeSettings(lanes=1, workers=2, inline_infer_ms=1.0).batching().inline_ms == 1.0
+    assert ServeSettings(lanes=1, workers=2, inline_infer_ms=1.5).batching().inline_ms == 1.5
     assert ServeSettings(lanes=2, workers=1, inline_infer_ms=1.0).batching().inline_ms == 0.0
     assert ServeSettings(lanes=1, workers=1, inline_infer_ms=0).batching().inline_ms == 0.0
