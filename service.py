@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import gc
 import logging
+import sys
 
 import bentoml
 from fastapi import Request
@@ -106,9 +107,11 @@ class ImgServe:
             from serving.metrics import ServingMetrics
             from serving.oip_grpc import start_grpc_server
 
+            # binds where BentoML bound HTTP unless IMGSERVE_GRPC_HOST says otherwise; token and TLS as on HTTP
+            host, security = settings.grpc_endpoint(sys.argv)
             self.grpc = grpc = await start_grpc_server(
-                self.runtime, settings.grpc_host, settings.grpc_port,
-                on_rpc=ServingMetrics.get().observe_rpc, ready=self.ready,
+                self.runtime, host, settings.grpc_port, on_rpc=ServingMetrics.get().observe_rpc, security=security,
+                ready=self.ready,
             )
             drain.on_drain(grpc.health.sync_soon)
             drain.on_close(grpc.stop)

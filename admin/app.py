@@ -167,15 +167,17 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         return await state.runner.cancel(job_id)
 
     # ---- models ----------------------------------------------------------------------------------
+    # Registry reads are plain `def` routes (FastAPI runs them in its thread pool) and writes go through
+    # asyncio.to_thread: on an s3:// registry each is one or more HTTP round trips, never on the event loop.
     @app.get("/models", dependencies=auth)
-    async def list_models() -> list[dict[str, Any]]:
+    def list_models() -> list[dict[str, Any]]:
         return [
             {"name": n, "versions": state.registry.list_versions(n), "aliases": _aliases(state.registry, n)}
             for n in state.registry.list_models()
         ]
 
     @app.get("/models/{name}/versions", dependencies=auth)
-    async def list_versions(name: str) -> dict[str, Any]:
+    def list_versions(name: str) -> dict[str, Any]:
         versions = state.registry.list_versions(name)
         if not versions:
             raise NotFound(f"model {name!r} has no versions")
@@ -188,12 +190,12 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         }
 
     @app.get("/models/{name}/versions/{version}", dependencies=auth)
-    async def get_version(name: str, version: VersionPath) -> dict[str, Any]:
+    def get_version(name: str, version: VersionPath) -> dict[str, Any]:
         v = state.registry.resolve(name, version)
         return state.registry.card(name, v).to_dict()
 
     @app.get("/models/{name}/compare", dependencies=auth)
-    async def compare(name: str, a: VersionRef, b: VersionRef = "production") -> dict[str, Any]:
+    def compare(name: str, a: VersionRef, b: VersionRef = "production") -> dict[str, Any]:
         va, vb = state.registry.resolve(name, a), state.registry.resolve(name, b)
         ca, cb = state.registry.card(name, va), state.registry.card(name, vb)
         acc_a, acc_b = ca.metrics.get("accuracy", {}), cb.metrics.get("accuracy", {})
@@ -211,7 +213,7 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
     @app.post("/models/{name}/promote", dependencies=auth, openapi_extra=openapi_body(PromoteRequest))
     async def promote(name: str, request: Request) -> dict[str, Any]:
         body = parse_body(PromoteRequest, await read_body(request, MAX_JSON_BYTES))
-        version = state.registry.resolve(name, body.version)
+        version = await asyncio.to_thread(state.registry.resolve, name, body.version)
         decision = None
         if body.policy == "if-better":
             if not body.dataset:
@@ -225,19 +227,20 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
             if not decision["promote"]:
                 return {"promoted": False, "decision": decision, "aliases": _aliases(state.registry, name)}
         reason = body.reason or (decision["reason"] if decision else "promoted via admin API")
-        state.registry.promote(name, version, reason=reason)
+        await asyncio.to_thread(state.registry.promote, name, version, reason=reason)
         return {
             "promoted": True,
             "decision": decision,
-            "aliases": _aliases(state.registry, name),
+            "aliases": await asyncio.to_thread(_aliases, state.registry, name),
             "service": await state.notify_service(name),
         }
 
     @app.post("/models/{name}/rollback", dependencies=auth, openapi_extra=openapi_body(RollbackRequest))
     async def rollback(name: str, request: Request) -> dict[str, Any]:
         body = parse_body(RollbackRequest, await read_body(request, MAX_JSON_BYTES))
-        state.registry.rollback(name, body.to, reason=body.reason or "rollback via admin API")
-        return {"aliases": _aliases(state.registry, name), "service": await state.notify_service(name)}
+        await asyncio.to_thread(state.registry.rollback, name, body.to, reason=body.reason or "rollback via admin API")
+        aliases = await asyncio.to_thread(_aliases, state.registry, name)
+        return {"aliases": aliases, "service": await state.notify_service(name)}
 
     # ---- dashboard pages (+ the few JSON endpoints only they need), same token check ---------------
     app.include_router(build_router(state, auth))

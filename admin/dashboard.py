@@ -127,8 +127,9 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
 
     # ---- models ----------------------------------------------------------------------------------
     @router.get("/models/{name}/overview", dependencies=deps)
-    async def overview(name: str) -> dict[str, Any]:
-        """Everything the Models page shows, normalised: metrics in one shape whatever training wrote."""
+    def overview(name: str) -> dict[str, Any]:
+        """Everything the Models page shows, normalised: metrics in one shape whatever training wrote.
+        A plain ``def``: FastAPI runs it in its thread pool (on an s3:// registry it makes HTTP calls)."""
         registry = state.registry
         versions = registry.list_versions(name)
         if not versions:
@@ -144,7 +145,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         }
 
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
-    async def confusion_png(name: str, version: VersionPath) -> Response:
+    def confusion_png(name: str, version: VersionPath) -> Response:  # registry I/O: in the thread pool
         v = state.registry.resolve(name, version)
         png_name = confusion.find_png(state.registry.version_files(name, v))
         png = state.registry.fetch(name, v, png_name) if png_name else None

@@ -175,6 +175,16 @@ class EdgeH11Protocol(H11Protocol):
         if state is h11.SEND_BODY:
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
+    def shutdown(self) -> None:
+        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
+        if self.lingering:
+            self._raw_close()
+            return
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:  # a request we refused below the app left h11 mid-exchange
+            self._raw_close()
+
     # ---- refusals below the app --------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
         """h11 refused the request head (too large, malformed): the one JSON shape, not uvicorn's text/plain."""

@@ -22,9 +22,23 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
 
-from inference.errors import ClientDisconnected, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from inference.errors import (
+    ClientDisconnected,
+    InvalidInput,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 
-from .edge import check_admin, check_length, install_error_handlers, internal_error_response, read_body
+from .edge import (
+    check_admin,
+    check_length,
+    check_token,
+    error_response,
+    install_error_handlers,
+    internal_error_response,
+    read_body,
+)
 from .multipart import read_form
 from .ratelimit import http_client
 from .settings import ServeSettings
@@ -92,6 +106,7 @@ class RequestObserver:
         from .metrics import ServingMetrics
 
         t0 = time.perf_counter()
+        outer_route = scope.get("route")
         state = scope.setdefault("state", {})
         status = 0
         started = False
@@ -114,18 +129,51 @@ class RequestObserver:
             seconds = time.perf_counter() - t0
             status = status or 499  # client went away before an answer
             path = scope.get("path", "").rstrip("/") or "/"
-            ServingMetrics.get().observe_request(route_label(scope), status, seconds)
+            ServingMetrics.get().observe_request(route_label(scope, outer_route), status, seconds)
             if self.access_log_enabled:
                 line = {"method": scope.get("method"), "path": path, "status": status, "ms": round(1e3 * seconds, 2)}
                 line.update({k: v for k, v in state.items() if k in ("model", "images", "label", "error")})
                 access_log.info(json.dumps(line, separators=(",", ":")))
 
 
-def route_label(scope: dict[str, Any]) -> str:
-    """The metrics label of a request: the path template of the route that matched it (``/predict``,
-    ``/v2/models/{name}/infer``), so the label set stays bounded and a new route needs no edit here."""
+def route_label(scope: dict[str, Any], outer_route: Any = None) -> str:
+    """The metrics label of a request: the path template of the route of this app that matched it
+    (``/predict``, ``/v2/models/{name}/infer``), so the label set stays bounded and a new route needs no edit
+    here. ``outer_route``: the route the enclosing app (BentoML's mount) matched, which is not ours."""
     route = scope.get("route")
+    if route is None or route is outer_route:
+        return "other"
     return getattr(route, "path_format", None) or getattr(route, "path", None) or "other"
+
+
+OPEN_PATHS = frozenset({"/v2/health/live", "/v2/health/ready", "/reload"})  # /reload has its own admin token
+
+
+def needs_token(path: str) -> bool:
+    """Everything our app serves needs ``IMGSERVE_API_TOKEN`` (when set) except probes and ``/reload``.
+    BentoML's ``/livez``, ``/readyz`` and ``/metrics`` never reach this app."""
+    path = path.rstrip("/") or "/"
+    return path not in OPEN_PATHS and not (path.startswith("/v2/models/") and path.endswith("/ready"))
+
+
+class TokenGuard:
+    """Pure ASGI middleware: 401 in the one JSON shape (+ ``WWW-Authenticate: Bearer``) for a request without
+    ``Authorization: Bearer <IMGSERVE_API_TOKEN>``, before any body is read."""
+
+    def __init__(self, app: Any, *, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and needs_token(scope.get("path", "")):
+            request = Request(scope)
+            try:
+                check_token(request, self.token, env="IMGSERVE_API_TOKEN")
+            except Unauthorized as exc:
+                scope.setdefault("state", {})["error"] = exc.message
+                await error_response(exc)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: ServeSettings) -> FastAPI:
@@ -133,7 +181,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     adds its routes and the OIP REST router)."""
     app = FastAPI(title="imgserve", version="1", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     install_error_handlers(app)
-    app.add_middleware(RequestObserver, access_log_enabled=settings.access_log)
+    if settings.api_token:
+        app.add_middleware(TokenGuard, token=settings.api_token)
+    app.add_middleware(RequestObserver, access_log_enabled=settings.access_log)  # outermost: sees the 401s too
     return app
 
 

@@ -7,7 +7,7 @@ in one place, :class:`ErrorInterceptor`.
 
 Usage (inside the service's event loop)::
 
-    server = await start_grpc_server(runtime, "0.0.0.0", 8001)
+    server = await start_grpc_server(runtime, "127.0.0.1", 8001, security=GrpcSecurity(token="..."))
     ...
     await server.stop(grace=5)
 
@@ -40,6 +40,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from inference.errors import ImgServeError, InvalidInput
 
 from .edge import retry_after_value
+from .grpc_edge import OVERLOAD_OPTIONS, GrpcSecurity, add_port
 from .grpc_health import ReadinessHealth
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
@@ -189,8 +190,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
     (details logged, not sent) for anything unexpected. It also reports each RPC's outcome to ``on_rpc``
     (same shape as the HTTP metrics' ``observe_request``)."""
 
-    def __init__(self, on_rpc: RpcObserver | None = None):
+    def __init__(self, on_rpc: RpcObserver | None = None, security: GrpcSecurity | None = None):
         self._on_rpc = on_rpc
+        self._security = security or GrpcSecurity()
 
     async def intercept_service(
         self,
@@ -208,6 +210,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
             t0 = time.perf_counter()
             code, details, trailer = grpc.StatusCode.OK, "", ()
             try:
+                self._security.check(method, handler_call_details.invocation_metadata)
                 result = behavior(request, context)
                 return (await result) if inspect.isawaitable(result) else result
             except grpc.aio.AbortError:  # the handler aborted by itself
@@ -258,12 +261,13 @@ class GrpcServer:
 
 async def start_grpc_server(
     runtime: ModelRuntime | Callable[[], ModelRuntime],
-    host: str = "0.0.0.0",
+    host: str = "127.0.0.1",
     port: int | None = None,
     *,
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     reuse_port: bool = True,
     on_rpc: RpcObserver | None = None,
+    security: GrpcSecurity | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> GrpcServer:
     """Start the OIP gRPC server on the running event loop (the one the runtime uses).
@@ -272,9 +276,11 @@ async def start_grpc_server(
     ``reuse_port`` (the gRPC default on Linux) several worker processes may bind the same port and the
     kernel spreads connections across them, as BentoML does for HTTP workers. ``on_rpc(endpoint, code,
     seconds)`` is called once per RPC (e.g. ``ServingMetrics.observe_request``). ``ModelInfer`` takes a slot of
-    the runtime's admission control, shared with HTTP and OIP REST. ``grpc.health.v1`` reports ``ready()``
+    the runtime's admission control, shared with HTTP and OIP REST. ``security``: token and TLS
+    (serving/grpc_edge.py, which also explains the overload options). ``grpc.health.v1`` reports ``ready()``
     (default: the model is loaded; the service adds "and not draining"), see serving/grpc_health.py.
     """
+    security = security or GrpcSecurity()
     get_runtime = runtime if callable(runtime) else (lambda: runtime)
     if port is None:
         port = get_runtime().settings.grpc_port
@@ -282,21 +288,22 @@ async def start_grpc_server(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
+        *OVERLOAD_OPTIONS,
     ]
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc)], options=options)
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(on_rpc, security)], options=options)
     plane = OipDataPlane(get_runtime)
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(OipServicer(plane), server)
     health = ReadinessHealth(ready or plane.ready)
     health.attach(server)
     _enable_reflection(server)
-    try:
-        bound = server.add_insecure_port(f"{host}:{port}")
-    except RuntimeError as exc:
-        raise OSError(f"cannot bind the OIP gRPC server to {host}:{port}: {exc}") from exc
+    bound = add_port(server, host, port, security)
     await server.start()
     await health.sync()
     health.start()
-    log.info("OIP gRPC server listening on %s:%d", host, bound)
+    log.info(
+        "OIP gRPC server listening on %s:%d (%s, %s)", host, bound, "TLS" if security.tls else "plaintext",
+        "token required" if security.token else "no token",
+    )
     return GrpcServer(server, host, bound, health)
 
 

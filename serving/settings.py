@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from inference.session import SessionOptions
 
     from .connection import ConnectionLimits
+    from .grpc_edge import GrpcSecurity
 
 DEFAULT_MODEL = "fashion-mnist"
 DEFAULT_PROVIDERS = "CPUExecutionProvider"
@@ -111,7 +112,15 @@ class ServeSettings(BaseSettings):
     )
     poll_interval_s: float = Field(2.0, ge=0, description="how often to check the production alias (0 = never)")
     grpc_port: int = Field(8001, ge=0, le=65535, description="OIP gRPC port (0 = disabled)")
-    grpc_host: str = Field("0.0.0.0", description="OIP gRPC bind address (BentoML's HTTP default is 0.0.0.0 too)")
+    grpc_host: str | None = Field(
+        None, description="OIP gRPC bind address (default: where HTTP binds, e.g. bentoml serve --host; else 127.0.0.1)"
+    )
+    api_token: str | None = Field(
+        None, description="bearer token for inference on HTTP (Authorization header) and gRPC (authorization "
+        "metadata); unset = open. Health, readiness and /metrics stay open",
+    )
+    ssl_certfile: str | None = Field(None, description="gRPC TLS certificate (default: bentoml serve --ssl-certfile)")
+    ssl_keyfile: str | None = Field(None, description="gRPC TLS key (default: bentoml serve --ssl-keyfile)")
     admin_token: str | None = Field(None, description="bearer token for POST /reload; unset = loopback only")
     access_log: bool = Field(True, description="one structured log line per request")
     tracing: bool = Field(
@@ -217,6 +226,12 @@ class ServeSettings(BaseSettings):
             # a `tracing.excluded_urls` in BentoML's own config file still takes precedence.
             config["tracing"] = {"excluded_urls": ALL_URLS}
         return config
+
+    def grpc_endpoint(self, argv: Sequence[str]) -> tuple[str, GrpcSecurity]:
+        """gRPC's bind address and security in a BentoML worker whose command line is ``argv``."""
+        from .grpc_edge import grpc_endpoint
+
+        return grpc_endpoint(self.grpc_host, self.api_token, self.ssl_certfile, self.ssl_keyfile, argv)
 
     def connection_limits(self) -> ConnectionLimits:
         from .connection import ConnectionLimits

@@ -200,3 +200,33 @@ def image_dir(path: Path, count: int, *, size: tuple[int, int] = (40, 30), mode:
     for i in range(count):
         (path / f"img_{i:03d}.png").write_bytes(encode_image(sample_image(size, mode, seed=seed + i)))
     return path
+
+
+def race_two_promotes(registry: Registry, name: str = "tiny", versions: tuple[int, int] = (2, 3)) -> dict[int, str]:
+    """Two threads promote at the same moment, both having read the aliases before either writes (the race,
+    made certain by a barrier inside the registry's read-change-write step). Returns version -> "won" or the
+    Conflict message."""
+    import threading
+
+    from inference.errors import Conflict
+
+    both_read = threading.Barrier(2)
+    outcome: dict[int, str] = {}
+
+    def promote(version: int) -> None:
+        def change(aliases: dict[str, object]) -> tuple[dict[str, object], int]:
+            both_read.wait(timeout=10)
+            return {"production": version, "previous": aliases.get("production")}, version
+
+        try:
+            registry._change_aliases(name, change, "promote", "race test")
+            outcome[version] = "won"
+        except Conflict as exc:
+            outcome[version] = exc.message
+
+    threads = [threading.Thread(target=promote, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    return outcome

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,9 +36,10 @@ class Server:
     log: Path
     registry: Registry
     ready_after: float = 0.0  # seconds from spawn to the awaited probe answering 200
+    verify: Any = True  # TLS: what a client should trust (an ssl.SSLContext)
 
     def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30.0, **kw)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, timeout=30.0, verify=self.verify, **kw)  # type: ignore[arg-type]
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -59,20 +61,22 @@ def server_env(registry: Registry, home: Path, **settings: object) -> dict[str, 
 
 @contextlib.contextmanager
 def running_server(
-    registry: Registry, tmp: Path, *, via_cli: bool = False, wait_ready: bool = True, **settings: object
+    registry: Registry, tmp: Path, *, via_cli: bool = False, wait_ready: bool = True,
+    extra_args: tuple[str, ...] = (), scheme: str = "http", verify: Any = True, **settings: object
 ) -> Iterator[Server]:
     port = free_port()
     if via_cli:
         cmd = [sys.executable, "-m", "imgserve", "serve", "--port", str(port), "--host", "127.0.0.1"]
     else:
         cmd = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(port), "--host", "127.0.0.1"]
+    cmd += list(extra_args)
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=ROOT, env=server_env(registry, tmp / "bentoml", **settings), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown reaches the arbiter and its workers
         )
-    server = Server(f"http://127.0.0.1:{port}", proc, log, registry)
+    server = Server(f"{scheme}://127.0.0.1:{port}", proc, log, registry, verify=verify)
     try:
         server.ready_after = wait_until(server, "/readyz" if wait_ready else "/livez")
         yield server
@@ -86,7 +90,7 @@ def wait_until(server: Server, path: str, timeout: float = 60.0) -> float:
         if server.proc.poll() is not None:
             pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log_text()[-4000:]}")
         try:
-            if httpx.get(server.url + path, timeout=2.0).status_code == 200:
+            if httpx.get(server.url + path, timeout=2.0, verify=server.verify).status_code == 200:
                 return time.monotonic() - t0
         except httpx.TransportError:
             pass

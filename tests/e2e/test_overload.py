@@ -69,6 +69,6 @@ def test_serves_normally_after_overload(server: Server) -> None:
         assert resp.status_code == 200
         assert client.get("/readyz").status_code == 200
         metrics = client.get("/metrics").text
-    assert 'imgserve_requests_total{endpoint="/predict",status="503"}' in metrics
+    assert 'imgserve_requests_total{endpoint="/predict",protocol="http",status="503"}' in metrics
     assert 'status="500"' not in metrics and 'http_response_code="504"' not in metrics
     assert "Traceback" not in server.log_text()

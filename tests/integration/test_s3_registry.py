@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from imgserve.cli import main as cli
-from inference.errors import Conflict, NotFound, RegistryError
+from inference.errors import NotFound, RegistryError
 from inference.registry import Registry
-from tests.fixtures import register_tiny, tiny_onnx_bytes
+from tests.fixtures import race_two_promotes, register_tiny, tiny_onnx_bytes
 from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,23 +53,7 @@ def test_layout_register_promote_rollback(s3_registry: Registry, s3_server: S3Se
 def test_two_promotes_at_once_one_wins_the_other_gets_a_conflict(s3_registry: Registry) -> None:
     for seed in range(3):
         register_tiny(s3_registry, seed=seed)
-    both_read = threading.Barrier(2)
-    outcome: dict[int, str] = {}
-
-    def promote(version: int) -> None:
-        def change(aliases: dict[str, object]) -> tuple[dict[str, object], int]:
-            both_read.wait(timeout=10)  # both have read the same ETag before either writes
-            return {"production": version, "previous": aliases.get("production")}, version
-
-        try:
-            s3_registry._change_aliases("tiny", change, "promote", "race")
-            outcome[version] = "won"
-        except Conflict as exc:
-            outcome[version] = exc.message
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (2, 3)]
-    [t.start() for t in threads]
-    [t.join(timeout=30) for t in threads]
+    outcome = race_two_promotes(s3_registry)  # both read the same ETag before either writes
     winners = [v for v, o in outcome.items() if o == "won"]
     assert len(winners) == 1, outcome
     assert "changed while this promote was being written" in outcome[({2, 3} - set(winners)).pop()]
@@ -202,6 +186,8 @@ def test_two_admin_runners_promoting_at_once_get_200_or_409(s3_registry: Registr
                 statuses.append(r.status_code)
                 if r.status_code == 409:
                     conflicts.append(r.json())
+            listing = client.get("/models/tiny/versions").json()
+            assert [v["version"] for v in listing["versions"]] == [1, 2, 3]
 
     threads = [threading.Thread(target=runner, args=(k,)) for k in range(2)]
     [t.start() for t in threads]

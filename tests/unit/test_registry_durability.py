@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from inference.atomic import STALE_UNLOCKED_S, clean_stale_staging
-from inference.errors import Conflict
 from inference.registry import Registry
 from inference.storage import MANIFEST_FILE, Manifest
-from tests.fixtures import register_tiny
+from tests.fixtures import race_two_promotes, register_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -100,25 +99,7 @@ def test_files_and_folders_are_fsynced_before_the_rename_that_publishes(registry
 def test_two_writers_that_read_the_same_aliases_one_wins_one_conflicts(registry: Registry) -> None:
     for seed in range(3):
         register_tiny(registry, seed=seed)
-    both_read = threading.Barrier(2)
-    outcome: dict[int, str] = {}
-
-    def promote(version: int) -> None:
-        def change(aliases: dict[str, object]) -> tuple[dict[str, object], int]:
-            both_read.wait(timeout=10)  # neither writes before both have read: the race, made certain
-            return {"production": version, "previous": aliases.get("production")}, version
-
-        try:
-            registry._change_aliases("tiny", change, "promote", "race test")
-            outcome[version] = "won"
-        except Conflict as exc:
-            outcome[version] = exc.message
-
-    threads = [threading.Thread(target=promote, args=(v,)) for v in (2, 3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
+    outcome = race_two_promotes(registry)
     winners = [v for v, o in outcome.items() if o == "won"]
     assert len(winners) == 1, outcome
     loser = ({2, 3} - set(winners)).pop()

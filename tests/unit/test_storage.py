@@ -60,3 +60,26 @@ def test_a_local_registry_never_imports_boto3(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_an_s3_url_reaches_every_process_unchanged(tmp_path: Path) -> None:
+    """A Path field or a .resolve() anywhere would turn s3://b/p into s3:/b/p or /cwd/s3:/b/p."""
+    from admin.jobs import JobRunner, JobStore
+    from admin.settings import AdminSettings
+    from imgserve.cli import build_parser
+    from imgserve.commands.serve import serve_command
+    from inference.registry import Registry
+    from serving.settings import ServeSettings
+
+    url = "s3://bucket/team/registry"
+    assert ServeSettings(models_dir=url).models_dir == url
+    assert ServeSettings(models_dir=tmp_path).models_dir == str(tmp_path)  # a Path given in code still works
+    _, env, _ = serve_command(build_parser().parse_args(["serve", "--models-dir", url]), environ={})
+    assert env["IMGSERVE_MODELS_DIR"] == url
+    settings = AdminSettings(data_dir=tmp_path, models_dir=url)
+    runner = JobRunner(settings, JobStore(settings.jobs_dir), lambda ds: tmp_path, Registry(url))
+    job = {"id": "abc", "params": {"datasets": ["ds"], "model": "m", "architecture": "small-cnn", "epochs": 2,
+                                   "base_version": "scratch", "promote": "never", "margin": 0.01, "img_size": None}}
+    cmd = runner.command(job)
+    assert cmd[cmd.index("--models-dir") + 1] == url
+    assert Registry(url).root == url and Registry(url).remote
