@@ -49,11 +49,12 @@ default-model: setup-all
 	$(VENV)/bin/imgserve train --dataset fashion-mnist --arch small-cnn --out runs/fashion-mnist
 	$(VENV)/bin/imgserve export runs/fashion-mnist --name fashion-mnist
 
-## Three `bentoml serve` replicas behind HAProxy on one registry, with the admin runner, under steady load:
-## promote, rolling restart (SIGTERM), kill -9, rollback; prints the timeline and the counts (docs/deploying.md).
+## Three `bentoml serve` replicas behind HAProxy on one S3 registry (a local moto_server), with the admin runner,
+## under steady load: promote, rolling restart (SIGTERM), kill -9, rollback; prints the timeline and the counts
+## (docs/deploying.md).
 ## The e2e test tests/e2e/test_replicas.py runs the same.
 replicas-demo: setup-all
-	$(PY) -m deploy.replicas
+	$(PY) -m deploy.replicas --moto
 
 lint: $(PY)
 	$(VENV)/bin/ruff check .

@@ -89,7 +89,9 @@ class ImgServe:
         self.runtime = ModelRuntime(
             settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
             on_request=metrics.observe_inference, on_classified=self.ops.observe,
-            on_load_error=metrics.observe_load_failure, rate_limiter=self.ops.limiter,
+            on_load_error=metrics.observe_load_failure, on_fallback=metrics.observe_fallback,
+            on_canary_abort=metrics.observe_canary_abort,
+            rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
         self.grpc = None

@@ -356,7 +356,7 @@ def version_view(state: AdminState, name: str, version: int, aliases: dict[str, 
         "architecture": card.architecture,
         "parent_version": card.parent_version,
         "labels": list(card.labels),
-        "aliases": sorted(k for k, v in aliases.items() if v is not None and int(v) == version),
+        "aliases": sorted(k for k, v in aliases.items() if isinstance(v, int) and v == version),  # not "weights"
         "accuracy": accuracies(card.metrics),
         "per_class": per_class(card.metrics, card.labels),
         "confusion": "png" if has_png else ("matrix" if has_matrix else None),

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from inference.atomic import atomic_write_json, clean_stale_staging, staging_dir
+from inference.atomic import atomic_write_json, clean_stale_staging, publish_dir, staging_dir
 from inference.errors import InvalidInput, NotFound, PayloadTooLarge
 from inference.imagecodec import IMAGE_SUFFIXES, decode_image
 from inference.registry import utc_now
@@ -219,7 +219,7 @@ class DatasetStore:
             )
             atomic_write_json(tmp / "dataset.json", info.to_dict())
             try:
-                os.rename(tmp, final)
+                publish_dir(tmp, final)  # fsynced before and after the rename, like registry versions
             except OSError:  # uploads are ingested in threads: the same content may have just landed
                 if not (final / "dataset.json").is_file():
                     raise

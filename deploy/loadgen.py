@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
+CLIENTS, RATE = 6, 5.0  # 30 requests a second at most: steady, and light enough for 2 shared cores
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -35,8 +37,8 @@ class Load:
     url: str
     image: bytes
     replica_header: str
-    clients: int = 8
-    rate_per_client: float = 8.0
+    clients: int = CLIENTS
+    rate_per_client: float = RATE
     t0: float = field(default_factory=time.monotonic)
     samples: list[Sample] = field(default_factory=list)
 

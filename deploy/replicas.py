@@ -19,15 +19,28 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
 from deploy import haproxy
 from deploy import manifests as mf
-from deploy.loadgen import Load
+from deploy.loadgen import CLIENTS, RATE, Load
 from deploy.report import Event, Phase, Report
-from deploy.stack import EXAMPLE_IMAGE, MODEL, Proc, admin_runner, base_env, free_port, replica, seed_registry
+from deploy.stack import (
+    EXAMPLE_IMAGE,
+    MODEL,
+    Proc,
+    admin_runner,
+    base_env,
+    environ,
+    free_port,
+    publish,
+    replica,
+    seed_registry,
+)
+from inference.registry import Registry
 
 
 class LbWatch(threading.Thread):
@@ -57,27 +70,34 @@ class LbWatch(threading.Thread):
 
 class Rehearsal:
     def __init__(self, workdir: Path, replicas: int, poll_interval_s: float, clients: int, rate: float,
-                 log: Callable[[str], None], l7_retries: bool = True):
+                 log: Callable[[str], None], l7_retries: bool = True, registry: str | None = None,
+                 env: dict[str, str] | None = None):
         self.workdir, self.poll_interval_s, self.log, self.l7_retries = workdir, poll_interval_s, log, l7_retries
         self.token = secrets.token_hex(16)
-        self.models = workdir / "models"
-        self.old, self.new = seed_registry(self.models)
-        env = base_env(self.token)
+        self.old, self.new = seed_registry(workdir / "models")
+        env = base_env(self.token, env)
+        self.models = registry or str(workdir / "models")
+        if registry:
+            publish(workdir / "models", registry, env)
+            log(f"registry: {registry} (published with imgserve models copy)")
         self.lb_port = free_port()
         self.ready_path = mf.probe_path(mf.container(mf.find(mf.load_all(), "Deployment", mf.SERVING)), "readinessProbe")
-        self.replicas = [replica(f"r{i + 1}", workdir, str(self.models), env, poll_interval_s) for i in range(replicas)]
+        self.replicas = [replica(f"r{i + 1}", workdir, self.models, env, poll_interval_s) for i in range(replicas)]
         for r in self.replicas:
             r.ready_path = self.ready_path
-        self.admin = admin_runner(workdir, str(self.models), env, f"http://127.0.0.1:{self.lb_port}")
+        self.admin = admin_runner(workdir, self.models, env, f"http://127.0.0.1:{self.lb_port}")
         self.load = Load(f"http://127.0.0.1:{self.lb_port}", EXAMPLE_IMAGE.read_bytes(), haproxy.REPLICA_HEADER,
                          clients=clients, rate_per_client=rate)
         self.report = Report([], [], [], {}, poll_interval_s, self.old, self.new, [r.name for r in self.replicas],
                              l7_retries=l7_retries)
         self.socket_path = workdir / "haproxy.sock"
+        self.aws_env = {k: v for k, v in (env or {}).items() if k.startswith("AWS_")}
+        self.registry: Registry | None = None  # the harness's own view of the alias (set up in run())
         self.watch = LbWatch(self.socket_path, self.mark)
 
-    def mark(self, what: str) -> None:
-        event = Event(round(self.load.now(), 2), what)
+    def mark(self, what: str, at: float | None = None) -> None:
+        """Record an event now, or at ``at`` (a time.monotonic() reading)."""
+        event = Event(round(self.load.now() if at is None else at - self.load.t0, 2), what)
         self.report.events.append(event)
         self.log(f"{event.t:8.2f}  {what}")
 
@@ -89,6 +109,9 @@ class Rehearsal:
 
     def run(self) -> Report:
         with contextlib.ExitStack() as stack:
+            stack.enter_context(environ(self.aws_env))
+            self.registry = Registry(self.models, cache_dir=self.workdir / "cache-harness")
+            self.registry.aliases_tag(MODEL)  # the S3 client's set-up (~0.5 s) happens now, not while timing
             for proc in [*self.replicas, self.admin]:
                 stack.callback(proc.stop)
                 proc.start()
@@ -115,8 +138,7 @@ class Rehearsal:
         self.phase("steady")
         time.sleep(3)
         self.phase("promote")
-        sent = self.admin_call("promote", {"version": self.new, "reason": "replica rehearsal"})
-        self.report.swap_s["promote"] = self.wait_all_on(self.new, since=sent)
+        self.report.swap_s["promote"] = self.change_alias("promote", {"version": self.new}, self.new)
         time.sleep(2)
         self.phase("rolling restart")
         self.restart(first, kill=False)
@@ -125,33 +147,59 @@ class Rehearsal:
         self.restart(second, kill=True)
         time.sleep(2)
         self.phase("rollback")
-        sent = self.admin_call("rollback", {"reason": "replica rehearsal"})
-        self.report.swap_s["rollback"] = self.wait_all_on(self.old, since=sent)
+        self.report.swap_s["rollback"] = self.change_alias("rollback", {}, self.old)
         time.sleep(2)
 
-    def admin_call(self, verb: str, body: dict) -> float:
-        """The admin runner's promote/rollback; returns when it was sent (monotonic): the alias changes during
-        the call, so delays counted from here include the call itself."""
+    def change_alias(self, verb: str, body: dict, version: int) -> dict[str, float]:
+        """The admin runner's promote/rollback, while the registry's production alias and every replica's
+        ``GET /model`` are polled. Returns the seconds from the alias change (what the replicas' polling can
+        see) until each replica served ``version``; how long the change took after the request is recorded too."""
+        tag = self.registry.aliases_tag(MODEL)
         sent = time.monotonic()
         self.mark(f"admin: {verb} {body}")
-        resp = httpx.post(f"{self.admin.url}/models/{MODEL}/{verb}", json=body, timeout=60,
-                          headers={"Authorization": f"Bearer {self.token}"})
+        with ThreadPoolExecutor(2) as pool:
+            call = pool.submit(httpx.post, f"{self.admin.url}/models/{MODEL}/{verb}", timeout=60,
+                               json={**body, "reason": "replica rehearsal"},
+                               headers={"Authorization": f"Bearer {self.token}"})
+            changed = pool.submit(self._alias_changes, tag)
+            served = self.wait_all_on(version)
+            resp, changed_at = call.result(), changed.result()
         resp.raise_for_status()
-        self.mark(f"admin: {verb} answered, production = v{resp.json()['aliases']['production']}")
-        return sent
+        took = resp.elapsed.total_seconds()
+        self.mark(f"registry: production -> v{version} ({changed_at - sent:.2f} s after the request)", at=changed_at)
+        self.mark(f"admin: {verb} answered after {took:.2f} s", at=sent + took)
+        self.report.alias_lag_s[verb] = round(changed_at - sent, 2)
+        self.report.all_swapped_at[verb] = round(max(served.values()) - self.load.t0, 2)
+        for name, at in served.items():
+            self.mark(f"{name} serves v{version} ({at - changed_at:.2f} s after the alias changed)", at=at)
+        return {name: round(at - changed_at, 2) for name, at in served.items()}
 
-    def wait_all_on(self, version: int, since: float) -> dict[str, float]:
-        """Seconds from ``since`` until each replica's GET /model names ``version`` (polled every 100 ms)."""
-        t0, seen = since, {}
-        while len(seen) < len(self.replicas):
-            for r in self.replicas:
-                if r.name not in seen and _served_version(r) == version:
-                    seen[r.name] = round(time.monotonic() - t0, 2)
-                    self.mark(f"{r.name} serves v{version} ({seen[r.name]:.2f} s)")
-            if time.monotonic() - t0 > self.poll_interval_s + 60:
-                raise TimeoutError(f"not every replica serves v{version}: {seen}")
-            time.sleep(0.1)
-        return seen
+    def _alias_changes(self, tag: str | None, timeout_s: float = 60.0) -> float:
+        """When the production alias's tag (ETag, or the local file's) stops being ``tag``; polled every 50 ms."""
+        deadline = time.monotonic() + timeout_s
+        while self.registry.aliases_tag(MODEL) == tag:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the production alias did not change within {timeout_s} s")
+            time.sleep(0.05)
+        return time.monotonic()
+
+    def wait_all_on(self, version: int) -> dict[str, float]:
+        """When (time.monotonic()) each replica's GET /model first named ``version``: one poller per replica,
+        each on its own kept-alive connection, every 50 ms (sequential fresh connections added up to a second
+        per round on the loaded machine, which the figures then included)."""
+        deadline = time.monotonic() + self.poll_interval_s + 60
+
+        def first_on(r: Proc) -> float:
+            with httpx.Client(base_url=r.url, timeout=5) as client:
+                while time.monotonic() < deadline:
+                    if _served_version(client) == version:
+                        return time.monotonic()
+                    time.sleep(0.05)
+            raise TimeoutError(f"{r.name} did not serve v{version} within {self.poll_interval_s + 60} s")
+
+        with ThreadPoolExecutor(len(self.replicas)) as pool:
+            futures = {r.name: pool.submit(first_on, r) for r in self.replicas}
+            return {name: f.result() for name, f in futures.items()}
 
     def restart(self, r: Proc, *, kill: bool) -> None:
         t0, killed_at = time.monotonic(), self.load.now()
@@ -170,17 +218,20 @@ class Rehearsal:
         self.watch.wait_for(r.name, "UP")
 
 
-def _served_version(r: Proc) -> int | None:
+def _served_version(client: httpx.Client) -> int | None:
     try:
-        return int(httpx.get(r.url + "/model", timeout=5).json()["version"])
+        return int(client.get("/model").json()["version"])
     except (httpx.HTTPError, ValueError, KeyError):
         return None
 
 
-def rehearse(workdir: Path, *, replicas: int = 3, poll_interval_s: float = 1.0, clients: int = 8,
-             rate: float = 8.0, l7_retries: bool = True, log: Callable[[str], None] = print) -> Report:
-    """Run the whole rehearsal in ``workdir`` (registry, logs, haproxy.cfg) and return what happened."""
-    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries).run()
+def rehearse(workdir: Path, *, replicas: int = 3, poll_interval_s: float = 1.0, clients: int = CLIENTS,
+             rate: float = RATE, l7_retries: bool = True, registry: str | None = None,
+             env: dict[str, str] | None = None, log: Callable[[str], None] = print) -> Report:
+    """Run the whole rehearsal in ``workdir`` (logs, caches, haproxy.cfg) and return what happened. The
+    registry is a folder in ``workdir``, or ``registry`` (``s3://bucket/prefix``, reached with the AWS_*
+    variables in ``env``), seeded by publishing that folder to it."""
+    return Rehearsal(workdir, replicas, poll_interval_s, clients, rate, log, l7_retries, registry, env).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,17 +239,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and the registry here (default: a temp dir)")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--poll-interval", type=float, default=1.0, help="each replica's alias poll (IMGSERVE_POLL_INTERVAL_S)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent clients through the balancer")
-    p.add_argument("--rate", type=float, default=8.0, help="requests a second per client, at most")
+    p.add_argument("--clients", type=int, default=CLIENTS, help="concurrent clients through the balancer")
+    p.add_argument("--rate", type=float, default=RATE, help="requests a second per client, at most")
     p.add_argument("--json", type=Path, default=None, help="write the report (events, phases, counts) here")
     p.add_argument("--no-l7-retries", action="store_true",
                    help="HAProxy's default retries only (connects), to see what clients get without replaying requests")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--registry", default=None,
+                       help="s3://bucket/prefix to publish to and serve from (AWS_* variables from the environment)")
+    where.add_argument("--moto", action="store_true",
+                       help="start a local S3 server (moto_server, the tests' one) and serve from a bucket on it")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgserve-replicas-")))
         workdir.mkdir(parents=True, exist_ok=True)
-        report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval,
-                          clients=args.clients, rate=args.rate, l7_retries=not args.no_l7_retries)
+        registry, env = args.registry, None
+        if args.moto:
+            # a dev tool run from the checkout: it borrows the tests' S3 server (moto_server on a free port)
+            from tests.s3server import running_s3_server
+
+            server = stack.enter_context(running_s3_server(workdir / "moto.log"))
+            registry, env = f"s3://{server.new_bucket('imgserve-replicas')}/registry", server.env()
+        report = rehearse(workdir, replicas=args.replicas, poll_interval_s=args.poll_interval, clients=args.clients,
+                          rate=args.rate, l7_retries=not args.no_l7_retries, registry=registry, env=env)
     print(report.render())
     if args.json:
         args.json.write_text(json.dumps(report.to_dict(), indent=1))

@@ -32,7 +32,7 @@ class Report:
     events: list[Event]
     phases: list[Phase]
     samples: list[Sample]
-    swap_s: dict[str, dict[str, float]]  # "promote"/"rollback" -> replica -> seconds until it served the version
+    swap_s: dict[str, dict[str, float]]  # "promote"/"rollback" -> replica -> seconds from the alias change to serving
     poll_interval_s: float
     old: int
     new: int
@@ -40,6 +40,8 @@ class Report:
     kill: dict[str, float | str] = field(default_factory=dict)  # replica, killed_at, down_at, back_at
     lb_counters: dict[str, int] = field(default_factory=dict)
     l7_retries: bool = True  # whether the balancer replayed requests that got no response (deploy/haproxy.py)
+    alias_lag_s: dict[str, float] = field(default_factory=dict)  # admin request -> alias changed in the registry
+    all_swapped_at: dict[str, float] = field(default_factory=dict)  # when (load clock) the last replica swapped
 
     def in_phase(self, name: str) -> list[Sample]:
         phase = next(p for p in self.phases if p.name == name)
@@ -82,7 +84,9 @@ class Report:
             lines.append(f"  {p.name:<16}{len(got):>9}{sum(s.ok for s in got):>7}{sum(bad.values()):>8}  "
                          + " ".join(f"{r}:{per[r]}" for r in self.replicas) + (f"; {dict(bad)}" if bad else ""))
         for what, delays in self.swap_s.items():
-            lines.append(f"  {what}: seconds until each replica served it: {delays} (bound {self.poll_interval_s + SWAP_SLACK_S:g} s)")
+            lines.append(f"  {what}: the alias changed {self.alias_lag_s.get(what, 0):.2f} s after the admin request; "
+                         f"each replica served the version {delays} s after that "
+                         f"(bound: poll {self.poll_interval_s:g} s + {SWAP_SLACK_S:g} s)")
         if self.kill:
             lines.append(f"  kill -9 of {self.kill['replica']}: balancer marked it DOWN "
                          f"{float(self.kill['down_at']) - float(self.kill['killed_at']):.2f} s after the kill; "

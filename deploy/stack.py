@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,7 +143,7 @@ def replica(name: str, tmp: Path, models_dir: str, env: dict[str, str], poll_int
     settings = {
         "IMGSERVE_MODELS_DIR": models_dir, "IMGSERVE_MODEL": MODEL, "IMGSERVE_WORKERS": "1", "IMGSERVE_LANES": "1",
         "IMGSERVE_DECODE_THREADS": "1", "IMGSERVE_GRPC_PORT": "0", "IMGSERVE_POLL_INTERVAL_S": str(poll_interval_s),
-        "BENTOML_HOME": str(tmp / f"bentoml-{name}"),
+        "BENTOML_HOME": str(tmp / f"bentoml-{name}"), "IMGSERVE_CACHE_DIR": str(tmp / f"cache-{name}"),
     }
     return Proc(name, cmd, {**env, **settings}, tmp / f"{name}.log", port, "/readyz")
 
@@ -151,10 +152,36 @@ def admin_runner(tmp: Path, models_dir: str, env: dict[str, str], service_url: s
     port = free_port()
     cmd = [sys.executable, "-m", "imgserve", "admin", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(tmp / "admin-data"), "--service-url", service_url]
-    return Proc("admin", cmd, {**env, "IMGSERVE_MODELS_DIR": models_dir, "IMGSERVE_MODEL": MODEL},
+    settings = {"IMGSERVE_MODELS_DIR": models_dir, "IMGSERVE_MODEL": MODEL, "IMGSERVE_CACHE_DIR": str(tmp / "cache-admin")}
+    return Proc("admin", cmd, {**env, **settings},
                 tmp / "admin.log", port, "/health")
 
 
-def base_env(token: str) -> dict[str, str]:
+@contextlib.contextmanager
+def environ(extra: dict[str, str]) -> Iterator[None]:
+    """``extra`` in this process's environment for a while (the harness reads the S3 registry too)."""
+    saved = {key: os.environ.get(key) for key in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def publish(local: Path, registry: str, env: dict[str, str]) -> None:
+    """``imgserve models copy`` a local registry to ``registry`` (``s3://…``), as a user publishes one."""
+    cmd = [sys.executable, "-m", "imgserve", "models", "copy", str(local), registry]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed:\n{done.stdout}{done.stderr}")
+
+
+def base_env(token: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of every process: the caller's, the admin token, and ``extra`` (e.g. the AWS_*
+    variables of an S3 endpoint)."""
     return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", "BENTOML_DO_NOT_TRACK": "true",
-            "IMGSERVE_ADMIN_TOKEN": token}
+            "IMGSERVE_ADMIN_TOKEN": token, **(extra or {})}

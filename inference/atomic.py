@@ -112,6 +112,20 @@ def staging_dir(parent: str | os.PathLike[str], prefix: str = STAGING_PREFIX) ->
         lock.close()
 
 
+def _remove_if_unlocked(lock_path: Path) -> None:
+    """An orphan lock file, once it is a minute old (a writer holds its lock microseconds after creating it;
+    removing it in between would leave that writer's folder looking lock-less)."""
+    with contextlib.suppress(FileNotFoundError):
+        if time.time() - lock_path.stat().st_mtime < 60:
+            return
+    with contextlib.suppress(FileNotFoundError), open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return
+        lock_path.unlink()
+
+
 def clean_stale_staging(parent: str | os.PathLike[str], prefix: str = STAGING_PREFIX) -> list[Path]:
     """Remove staging folders under ``parent`` whose writer is gone (its lock is free) and return them.
 
@@ -122,6 +136,9 @@ def clean_stale_staging(parent: str | os.PathLike[str], prefix: str = STAGING_PR
     if not parent.is_dir():
         return removed
     for entry in sorted(parent.iterdir()):
+        if entry.name.startswith(prefix) and entry.name.endswith(".lock") and not entry.with_suffix("").exists():
+            _remove_if_unlocked(entry)  # a writer died between creating its lock and its folder
+            continue
         if not entry.name.startswith(prefix) or entry.name.endswith(".lock") or not entry.is_dir():
             continue
         lock_path = entry.parent / f"{entry.name}.lock"

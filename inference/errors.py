@@ -37,6 +37,21 @@ class UnsupportedMediaType(InvalidInput):
     error_type = "unsupported_media_type"
 
 
+class HeadersTooLarge(InvalidInput):
+    """The request line and headers are over the server's limit (refused below the app, serving/connection.py)."""
+
+    http_status = 431
+    error_type = "headers_too_large"
+
+
+class RequestTimeout(ImgServeError):
+    """The client did not send a complete request in time (headers, or a body that stalled)."""
+
+    http_status = 408
+    grpc_code = "DEADLINE_EXCEEDED"
+    error_type = "request_timeout"
+
+
 class ClientDisconnected(InvalidInput):
     """The client closed the connection before the request was complete. Nobody reads the answer; the status
     is for our log and metrics (499, nginx's "client closed request"), so a client abort never looks like a
@@ -104,6 +119,15 @@ class Conflict(ImgServeError):
 class RegistryError(ImgServeError):
     http_status = 500
     error_type = "registry_error"
+
+
+class VersionNotLoadable(RegistryError):
+    """A registered version whose files do not load or warm up (truncated, corrupt, wrong shape). The server
+    keeps serving what it has; 409 because the registry's state, not the request, is what has to change."""
+
+    http_status = 409
+    grpc_code = "FAILED_PRECONDITION"
+    error_type = "version_not_loadable"
 
 
 class ConfigError(ImgServeError):

@@ -207,6 +207,8 @@ class Registry:
             if not changes:
                 return data
             data.update(changes)
+            for alias in [k for k, v in changes.items() if v is None]:  # None removes an alias (canary-abort)
+                del data[alias]
             history = list(data.get("history", []))
             history.append({"action": action, "version": version, "reason": reason, "at": utc_now()})
             data["history"] = history[-HISTORY_KEPT:]
@@ -253,3 +255,39 @@ class Registry:
             return changes, target
 
         return self._change_aliases(name, change, "rollback", reason)
+
+    # ---- canary rollouts (serving/canary.py) --------------------------------------------------------
+    def set_canary(self, name: str, version: int | str, weight: float, *, reason: str = "") -> dict[str, Any]:
+        """Route ``weight`` percent of ``name``'s requests to ``version`` beside production (alias ``canary``,
+        its weight under ``weights``)."""
+        if not 0 < weight <= 100:
+            raise ConfigError(f"a canary weight is a percentage above 0 and at most 100, got {weight:g}")
+        target = self.resolve(name, version)
+
+        def change(aliases: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            if aliases.get("production") is not None and int(aliases["production"]) == target:
+                raise ConfigError(f"v{target} of {name!r} is production already; a canary is another version")
+            return {"canary": target, "weights": {**(aliases.get("weights") or {}), "canary": weight}}, target
+
+        return self._change_aliases(name, change, "canary", reason or f"canary at {weight:g} %")
+
+    def end_canary(self, name: str, *, promote: bool, reason: str = "", only: int | None = None) -> dict[str, Any]:
+        """Remove the canary (``abort``) or make it production (``promote``; the old one becomes ``previous``).
+        ``only``: end it only if the canary is still that version (an automatic abort racing a new canary)."""
+        check_name(name)
+
+        def change(aliases: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            current = aliases.get("canary")
+            if current is None:
+                raise NotFound(f"model {name!r} has no canary")
+            if only is not None and int(current) != only:
+                return {}, int(current)
+            weights = {k: v for k, v in (aliases.get("weights") or {}).items() if k != "canary"}
+            changes: dict[str, Any] = {"canary": None, "weights": weights}
+            if promote:
+                changes["production"] = int(current)
+                if aliases.get("production") is not None:
+                    changes["previous"] = int(aliases["production"])
+            return changes, int(current)
+
+        return self._change_aliases(name, change, "canary-promote" if promote else "canary-abort", reason, retries=2)

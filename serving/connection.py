@@ -29,20 +29,9 @@ from typing import Any
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from inference.errors import ImgServeError, InvalidInput, Overloaded
+from inference.errors import HeadersTooLarge, ImgServeError, InvalidInput, Overloaded, RequestTimeout
 
 from .edge import error_headers
-
-
-class RequestTimeout(ImgServeError):
-    http_status = 408
-    grpc_code = "DEADLINE_EXCEEDED"
-    error_type = "request_timeout"
-
-
-class HeadersTooLarge(InvalidInput):
-    http_status = 431
-    error_type = "headers_too_large"
 
 
 @dataclass(frozen=True)

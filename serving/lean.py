@@ -17,7 +17,7 @@ observer, which logs it and answers the generic 500.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -37,6 +37,20 @@ def lean(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return endpoint
 
 
+def _walk(routes: list[Any]) -> Iterator[Any]:
+    """The routes with an endpoint, including those of routers included without a prefix or dependencies
+    (FastAPI >= 0.16x keeps an included router as one ``_IncludedRouter`` entry holding ``original_router``;
+    older versions copy its routes into the app's list). A router included with a prefix or dependencies is
+    left to FastAPI: its routes' own paths would not say where they are served, or what must run first."""
+    for route in routes:
+        if getattr(route, "endpoint", None) is not None and getattr(route, "path_regex", None) is not None:
+            yield route
+        inner = getattr(route, "original_router", None)
+        context = getattr(route, "include_context", None)
+        if inner is not None and not getattr(context, "prefix", "") and not getattr(context, "dependencies", None):
+            yield from _walk(inner.routes)
+
+
 class LeanRoutes:
     """Pure ASGI middleware (innermost of the FastAPI app's): dispatches the lean routes of ``router``. The
     table is built from the router's routes on first use and rebuilt when routes are added (the OIP router is
@@ -50,9 +64,9 @@ class LeanRoutes:
 
     def _build(self) -> None:
         table = []
-        for route in self.router.routes:
-            endpoint = getattr(route, "endpoint", None)
-            if endpoint is not None and getattr(endpoint, LEAN_ATTR, False):
+        for route in _walk(self.router.routes):
+            endpoint = route.endpoint
+            if getattr(endpoint, LEAN_ATTR, False) and not getattr(route, "dependencies", None):
                 params = tuple(p for p in inspect.signature(endpoint).parameters if p != "request")
                 table.append((route, endpoint, params))
         self._table, self._seen = table, len(self.router.routes)

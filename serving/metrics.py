@@ -41,7 +41,7 @@ METRIC_NAMES = (
     "imgserve_ready",
 )
 # Exported once there is something to report: a drift signal of a version with a reference.json.
-CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi",)
+CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi", "imgserve_canary_aborts_total")
 
 # One ``status`` vocabulary for every protocol: the HTTP status code. A gRPC call's code is mapped to its HTTP
 # equivalent (the mapping grpc-gateway and Google's API design guide use), so ``status=~"5.."`` finds server-side
@@ -130,9 +130,16 @@ class ServingMetrics:
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
         )
+        self.fallback = Gauge(
+            "imgserve_model_fallback", "1 while a worker serves another version because its alias target cannot be "
+            "loaded (serving/loading.py; /model says which and why)", ["model"], multiprocess_mode="livemax",
+        )
         self.ready = Gauge(
             "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
             multiprocess_mode="livemin",
+        )
+        self.canary_aborts = Counter(
+            "imgserve_canary_aborts", "canaries removed by the automatic guard (serving/canary.py)", ["model", "version"]
         )
         self.drift_psi = Gauge(
             "imgserve_drift_psi", "population stability index of a live signal against the version's reference "
@@ -239,9 +246,17 @@ class ServingMetrics:
                    self.model_requests, self.model_request_seconds, self.last_inference)
         return [f for m in metrics for f in m.collect()]
 
+    def observe_canary_abort(self, model: str, version: int, reason: str) -> None:
+        """``ModelSlot``'s ``on_canary_abort`` hook (only the worker that recorded the abort counts it)."""
+        self.canary_aborts.labels(model, str(version)).inc()
+
     def observe_load_failure(self, model: str) -> None:
         """``ModelSlot``'s ``on_load_error`` hook."""
         self.load_failures.labels(model).inc()
+
+    def observe_fallback(self, model: str, active: bool) -> None:
+        """``ModelSlot``'s ``on_fallback`` hook."""
+        self.fallback.labels(model).set(1 if active else 0)
 
     def observe_drift(self, model: str, version: int, signal: str, value: float) -> None:
         """``DriftMonitor``'s ``on_psi`` hook."""

@@ -91,12 +91,16 @@ class OipDataPlane:
 
     def resolve(self, name: str, version: str = "") -> OnnxClassifier:
         """The served model ``name`` (at ``version``, when given); NotFound otherwise, NotReady while loading."""
-        model = self.runtime.slot(name).model
-        if version and version != str(model.card.version):
-            raise NotFound(
-                f"model '{name}' version '{version}' is not served; the served version is {model.card.version}"
-            )
-        return model
+        slot = self.runtime.slot(name)
+        if not version:
+            return slot.pick()  # a canary takes its share of OIP requests too
+        served = slot.served()
+        for model in served:
+            if version == str(model.card.version):
+                return model
+        raise NotFound(
+            f"model '{name}' version '{version}' is not served; the served version is {served[0].card.version}"
+        )
 
     def model_ready(self, name: str, version: str = "") -> bool:
         try:

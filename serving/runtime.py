@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from inference.batcher import MicroBatcher, OutcomeObserver
-from inference.errors import InvalidInput, NotFound
+from inference.errors import ImgServeError, InvalidInput, NotFound
 from inference.imagecodec import decode_image, load_image, open_image
 from inference.metadata import ModelCard
 from inference.preprocess import image_to_pixels, normalize, to_model_layout
@@ -29,7 +29,7 @@ from inference.session import OnnxClassifier, top_k
 from .admission import Admission
 from .ratelimit import RateLimiter
 from .settings import ServeSettings
-from .slot import ModelSlot, SlotConfig, SwapObserver
+from .slot import FallbackObserver, ModelSlot, SlotConfig, SwapObserver
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ class ModelRuntime:
         on_request: OutcomeObserver | None = None,
         on_classified: ClassifiedObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
+        on_canary_abort: Callable[[str, int, str], None] | None = None,
+        on_fallback: FallbackObserver | None = None,
         rate_limiter: RateLimiter | None = None,
     ):
         self.settings = settings
@@ -81,11 +83,11 @@ class ModelRuntime:
         for name, variant in specs:
             config = SlotConfig(
                 name, variant, settings.version, settings.batching(len(specs)), settings.session_options(),
-                settings.auto_batch, settings.poll_interval_s,
+                settings.auto_batch, settings.poll_interval_s, settings.canary_policy(),
             )
             self.slots[name] = ModelSlot(
                 config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request,
-                on_load_error=on_load_error,
+                on_load_error=on_load_error, on_fallback=on_fallback, on_canary_abort=on_canary_abort,
             )
         self.default = specs[0][0]
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
@@ -153,6 +155,8 @@ class ModelRuntime:
                 model = slot.model
                 entry.update(version=model.card.version, variant=model.variant, labels=model.card.num_classes,
                              execution_provider=model.provider)
+                if slot.fallback is not None:
+                    entry["fallback"] = slot.fallback_info()
             elif slot.last_error:
                 entry["error"] = slot.last_error
             out.append(entry)
@@ -213,7 +217,7 @@ class ModelRuntime:
         if not images:
             raise InvalidInput("no images given")
         started = time.perf_counter()
-        model = self.slot(name).model
+        model = self.slot(name).pick()  # production, or the canary for its share of requests
         loop = asyncio.get_running_loop()
         if len(images) == 1:
             pixels = self._start_decode(images[0], model, loop)
@@ -267,5 +271,14 @@ class ModelRuntime:
         if batch.shape[0] > self.settings.max_batch_images:
             raise InvalidInput(f"{batch.shape[0]} inputs in one request; the limit is {self.settings.max_batch_images}")
         rows = to_model_layout(np.ascontiguousarray(batch, dtype=np.float32), spec)
-        probs = await self.slot(model.card.name).batcher.submit(model, rows, timeout_s=timeout_s)
+        slot = self.slot(model.card.name)
+        t0 = time.perf_counter()
+        try:
+            probs = await slot.batcher.submit(model, rows, timeout_s=timeout_s)
+        except ImgServeError:
+            raise  # shed, past its deadline, shutting down: load, not the version's doing
+        except Exception:
+            slot.record(model, False, time.perf_counter() - t0)  # the model failed: the canary guard counts it
+            raise
+        slot.record(model, True, time.perf_counter() - t0)
         return Classification(probs, model)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported where used: BentoML's arbiter imports service.py w
     from inference.imagecodec import DecodeLimits
     from inference.session import SessionOptions
 
+    from .canary import CanaryPolicy
     from .connection import ConnectionLimits
     from .grpc_edge import GrpcSecurity
 
@@ -140,6 +141,23 @@ class ServeSettings(BaseSettings):
     drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
     drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
     drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")
+
+    canary_window_s: float = Field(60.0, gt=0, description="the canary guard compares both versions over this window")
+    canary_min_requests: int = Field(20, ge=1, description="canary answers in the window before the guard judges")
+    canary_max_error_increase: float = Field(
+        0.05, ge=0, le=1, description="abort when the canary's error rate exceeds production's by more (0.05 = 5 points)"
+    )
+    canary_max_p99_ratio: float = Field(1.5, ge=1, description="abort when the canary's p99 exceeds production's x this")
+    canary_min_p99_increase_ms: float = Field(50.0, ge=0, description="... and by at least this much")
+
+    def canary_policy(self) -> CanaryPolicy:
+        from .canary import CanaryPolicy
+
+        return CanaryPolicy(
+            window_s=self.canary_window_s, min_requests=self.canary_min_requests,
+            max_error_increase=self.canary_max_error_increase, max_p99_ratio=self.canary_max_p99_ratio,
+            min_p99_increase_s=self.canary_min_p99_increase_ms / 1e3,
+        )
 
     @field_validator("rate_limit")
     @classmethod

@@ -18,14 +18,27 @@ from collections.abc import Callable
 from typing import Any
 
 from inference.batcher import BatchingConfig, MicroBatcher, OutcomeObserver
-from inference.errors import ImgServeError, NotReady, RegistryError
+from inference.errors import ImgServeError, NotReady, VersionNotLoadable
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
+
+from .canary import CanaryPolicy, CanaryRollout
+from .loading import VersionLoader, fallback_candidates
 
 log = logging.getLogger(__name__)
 
 # (old label or None, new label, seconds to load+warm, execution provider of the new one)
 SwapObserver = Callable[[str | None, str, float, str], None]
+# (model name, True while it serves a fallback instead of its alias target)
+FallbackObserver = Callable[[str, bool], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fallback:
+    """Serving another version because the alias target cannot be loaded."""
+
+    wanted: int  # the version the alias points at
+    reason: str  # why it is not served (names the version)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +52,7 @@ class SlotConfig:
     session: SessionOptions
     auto_batch: bool
     poll_interval_s: float
+    canary: CanaryPolicy = CanaryPolicy()
 
 
 class ModelSlot:
@@ -47,6 +61,8 @@ class ModelSlot:
         on_batch: Callable[[Any, int, float, float], None] | None = None,
         on_request: OutcomeObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
+        on_fallback: FallbackObserver | None = None,
+        on_canary_abort: Callable[[str, int, str], None] | None = None,
     ):
         self.config = config
         self.name = config.name
@@ -56,7 +72,13 @@ class ModelSlot:
         self._swap_lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
         self._on_swap = on_swap
-        self._on_load_error = on_load_error  # (model name): a version that could not be loaded or warmed
+        self.loader = VersionLoader(  # on_load_error: once per version that could not be loaded or warmed
+            self.name, registry, config.session, batch_limit=config.batching.max_batch_size,
+            auto_batch=config.auto_batch, on_failure=on_load_error,
+        )
+        self._on_fallback = on_fallback
+        self.fallback: Fallback | None = None
+        self.canary = CanaryRollout(self.name, registry, self.loader, config.canary, on_abort=on_canary_abort)
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
 
@@ -68,10 +90,13 @@ class ModelSlot:
             await self.reload()
         except ImgServeError as exc:
             self.last_error = exc.message
-            log.error(
-                "no model to serve yet: %s; not ready until %s@%s loads%s", exc.message, self.name, self.config.ref,
-                "" if self.config.poll_interval_s > 0 else " (alias watch is off: POST /reload after fixing it)",
-            )
+            if self.ready:  # a fallback is served; reload() said so loudly
+                pass
+            else:
+                log.error(
+                    "no model to serve yet: %s; not ready until %s@%s loads%s", exc.message, self.name, self.config.ref,
+                    "" if self.config.poll_interval_s > 0 else " (alias watch is off: POST /reload after fixing it)",
+                )
         self.batcher.start()
         if self.config.poll_interval_s > 0:
             self._watch_task = asyncio.create_task(self._watch(), name=f"alias-watch-{self.name}")
@@ -125,32 +150,54 @@ class ModelSlot:
         if model.variant != self.config.variant:  # an import without calibration images has no INT8
             why = (card.export.get("int8") or {}).get("reason", "this version has no such file")
             info["variant_note"] = f"{self.config.variant} is not available for this version ({why}); serving {model.variant}"
+        if self.fallback is not None:
+            info["fallback"] = self.fallback_info()
         return info
 
+    def fallback_info(self) -> dict[str, Any] | None:
+        """What ``/model`` and ``/models`` say while a fallback is served."""
+        if self.fallback is None:
+            return None
+        return {"alias": self.config.ref, "alias_version": self.fallback.wanted, "reason": self.fallback.reason}
+
     # ---- hot swap ----------------------------------------------------------------------------------
-    async def reload(self, ref: str | int | None = None) -> dict[str, Any]:
-        """Serve ``ref`` (default: the configured alias) if it differs from what is served now."""
+    async def reload(self, ref: str | int | None = None, *, retry: bool = True) -> dict[str, Any]:
+        """Serve ``ref`` (default: the configured alias) if it differs from what is served now.
+
+        If that version cannot be loaded, the current one stays (a worker with none yet loads the newest
+        earlier production version it can, see serving/loading.py) and VersionNotLoadable (409) names the version
+        and the reason. ``retry=False`` (the alias watch) skips versions that failed a moment ago."""
         name = self.name
         ref = self.config.ref if ref is None else ref
         async with self._swap_lock:
             loop = asyncio.get_running_loop()
             version = await loop.run_in_executor(None, self.registry.resolve, name, ref)
-            card = await loop.run_in_executor(None, self.registry.card, name, version)
-            variant = self.config.variant if self.config.variant in card.variants else "fp32"
+            variant = await loop.run_in_executor(None, self._variant_for, version)
             current = self._model
             if current is not None and current.card.version == version and current.variant == variant:
                 self.last_error = None
+                self._set_fallback(None)
+                if ref == self.config.ref:
+                    await self.canary.sync(current, self.config, loop)
                 return {"changed": False, "model": name, "version": version, "variant": variant}
             t0 = time.perf_counter()
-            new = await loop.run_in_executor(None, self._load_and_warm, version, variant)
+            try:
+                new = await loop.run_in_executor(None, lambda: self.loader.load(version, variant, retry=retry))
+            except VersionNotLoadable as exc:
+                self.last_error = exc.message
+                if current is None:
+                    current = await self._serve_fallback(version)
+                if current is None:
+                    raise
+                self._set_fallback(Fallback(version, exc.message))
+                self.last_error = f"{exc.message}; still serving v{current.card.version}"
+                raise VersionNotLoadable(self.last_error) from None
             seconds = time.perf_counter() - t0
-            self._model = new  # the swap: one reference
+            self._swap(new, current, seconds)
             self.last_error = None
-            self.serving_since = utc_now()
-            old_label = current.label if current else None
-            log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
-            if self._on_swap:
-                self._on_swap(old_label, new.label, seconds, new.provider)
+            self._set_fallback(None)
+            if ref == self.config.ref:
+                await self.canary.sync(new, self.config, loop)
             return {
                 "changed": True,
                 "model": name,
@@ -160,28 +207,48 @@ class ModelSlot:
                 "load_seconds": round(seconds, 3),
             }
 
-    def _load_and_warm(self, version: int, variant: str) -> OnnxClassifier:
-        name = self.name
-        card = self.registry.card(name, version)
-        try:
-            model = OnnxClassifier.load(self.registry.model_file(name, version, variant), card, variant, self.config.session)
-            model.warmup()
-            limit = self.config.batching.max_batch_size
-            if self.config.auto_batch and limit > 1:
-                model.max_batch = model.efficient_batch(limit)
-                log.info("%s: batches of up to %d rows (fastest per row here)", model.label, model.max_batch)
-        except ImgServeError:
-            if self._on_load_error:
-                self._on_load_error(name)
-            raise
-        except Exception as exc:  # ORT's messages carry file paths: log them, tell the client only what failed
-            if self._on_load_error:
-                self._on_load_error(name)
-            log.exception("loading %s v%s (%s) failed", name, version, variant)
-            raise RegistryError(
-                f"model {name!r} v{version} ({variant}) could not be loaded ({type(exc).__name__}); see the server log"
-            ) from exc
-        return model
+    def _variant_for(self, version: int) -> str:
+        card = self.registry.card(self.name, version)
+        return self.config.variant if self.config.variant in card.variants else "fp32"
+
+    def _swap(self, new: OnnxClassifier, current: OnnxClassifier | None, seconds: float) -> None:
+        self._model = new  # the swap: one reference
+        self.serving_since = utc_now()
+        old_label = current.label if current else None
+        log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
+        if self._on_swap:
+            self._on_swap(old_label, new.label, seconds, new.provider)
+
+    async def _serve_fallback(self, target: int) -> OnnxClassifier | None:
+        """Load the best earlier version that loads (nothing is served yet); None if none does."""
+        loop = asyncio.get_running_loop()
+        for version in await loop.run_in_executor(None, fallback_candidates, self.registry, self.name, target):
+            try:
+                variant = await loop.run_in_executor(None, self._variant_for, version)
+                t0 = time.perf_counter()
+                new = await loop.run_in_executor(None, lambda v=version, w=variant: self.loader.load(v, w, retry=False))
+            except ImgServeError:
+                continue  # logged once by the loader
+            self._swap(new, None, time.perf_counter() - t0)
+            return new
+        return None
+
+    def _set_fallback(self, fallback: Fallback | None) -> None:
+        """Say it loudly, once per change: log, ``/model``'s ``fallback``, the ``imgserve_model_fallback`` gauge."""
+        if (fallback and fallback.wanted) == (self.fallback and self.fallback.wanted):
+            self.fallback = fallback
+            return
+        if fallback is not None:
+            log.error(
+                "FALLBACK: %s@%s is v%d, which cannot be loaded; serving v%d instead until it is fixed (roll back or "
+                "promote a good version; POST /reload retries). %s", self.name, self.config.ref, fallback.wanted,
+                self.model.card.version, fallback.reason,
+            )
+        elif self.fallback is not None:
+            log.warning("fallback over: %s serves its %s version again", self.name, self.config.ref)
+        self.fallback = fallback
+        if self._on_fallback is not None:
+            self._on_fallback(self.name, fallback is not None)
 
     async def _watch(self) -> None:
         """Poll the alias file's tag (a stat-and-hash locally, one HEAD on S3) and reload only when it changed
@@ -195,7 +262,7 @@ class ModelSlot:
                 unchanged = tag is not None and tag == seen and self.config.ref != "latest"  # new versions move no alias
                 if unchanged and self._model is not None and self.last_error is None:
                     continue
-                await self.reload()
+                await self.reload(retry=False)
                 seen = tag  # read before the reload: a change during it is picked up on the next poll
             except asyncio.CancelledError:
                 raise
@@ -205,3 +272,16 @@ class ModelSlot:
                 self.last_error = exc.message
             except Exception:
                 log.exception("alias watch: keeping %s", self._model.label if self._model else None)
+
+    # ---- canary (serving/canary.py) ----------------------------------------------------------------
+    def pick(self) -> OnnxClassifier:
+        """The version that answers this request: the canary for its weight's share of requests."""
+        return self.canary.pick(self.model)
+
+    def served(self) -> list[OnnxClassifier]:
+        """Every version answering now: production, then the canary if there is one."""
+        return [self.model] + ([self.canary.model] if self.canary.model is not None else [])
+
+    def record(self, model: OnnxClassifier, ok: bool, seconds: float) -> None:
+        """One request's outcome on ``model`` (the runtime calls this): feeds the canary guard."""
+        self.canary.record(model, ok, seconds, self._model)

@@ -83,6 +83,25 @@ def _versions(numbers: list[int]) -> str:
     return ", ".join(f"v{v}" for v in numbers) if numbers else "none"
 
 
+def models_canary(args: argparse.Namespace) -> int:
+    """Start (NAME V --weight W), promote (--promote) or abort (--abort) a canary rollout."""
+    from inference.errors import ConfigError
+
+    registry = registry_from(args)
+    if args.promote or args.abort:
+        if args.version is not None:
+            raise ConfigError("--promote and --abort act on the current canary: give only the model name")
+        aliases = registry.end_canary(args.name, promote=args.promote, reason=args.reason or "cli")
+        print(f"{args.name}: canary {'promoted' if args.promote else 'aborted'}; production -> v{aliases['production']}")
+        return 0
+    if args.version is None:
+        raise ConfigError("give the version to try: imgserve models canary NAME VERSION --weight 10")
+    aliases = registry.set_canary(args.name, args.version, args.weight, reason=args.reason)
+    print(f"{args.name}: canary v{aliases['canary']} gets {args.weight:g} % of requests beside production "
+          f"v{aliases.get('production')}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -111,6 +130,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--reason", default="")
     add_registry_args(q)
     q.set_defaults(func=models_rollback)
+
+    q = msub.add_parser("canary", help="route a share of requests to another version; --promote or --abort it")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", default=None, help="the version to try (not with --promote/--abort)")
+    q.add_argument("--weight", type=float, default=10.0, help="percent of requests (default 10)")
+    act = q.add_mutually_exclusive_group()
+    act.add_argument("--promote", action="store_true", help="make the canary production")
+    act.add_argument("--abort", action="store_true", help="remove the canary; production keeps every request")
+    q.add_argument("--reason", default="")
+    add_registry_args(q)
+    q.set_defaults(func=models_canary)
 
     q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
     q.add_argument("src")

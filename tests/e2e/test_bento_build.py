@@ -175,6 +175,13 @@ def test_bento_serves_oip_grpc(served: Served) -> None:
     assert meta["name"] == DEFAULT_MODEL
     assert {t["name"] for t in meta["outputs"]} >= {"probabilities", "label"}
 
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(served.grpc) as channel:  # what a Kubernetes gRPC probe asks
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
 
 def test_bento_stops_cleanly_on_sigterm(served: Served) -> None:
     """Last in this module: SIGTERM to the process a container runs as PID 1 (``bentoml serve``), as

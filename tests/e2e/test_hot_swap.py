@@ -100,10 +100,3 @@ def test_swaps_are_counted(server: Server) -> None:
     assert swaps and float(swaps[1]) > 0 and float(swaps[1]) % 3 == 0  # per worker: the first load, v2, v3
     assert 'imgserve_model_info{model="tiny",provider="CPUExecutionProvider",variant="int8",version="3"} 1.0' in text
     assert 'imgserve_model_info{model="tiny",provider="CPUExecutionProvider",variant="int8",version="1"} 0.0' in text
-
-
-def test_cold_start_is_quick(server: Server) -> None:
-    # DESIGN target: <= 3 s to /readyz on an idle machine. The bound here is loose because this 2-core
-    # machine is shared with training jobs; the measured value is in the test log (-rA) and docs/serving.md.
-    print(f"cold start to /readyz: {server.ready_after:.2f} s")
-    assert server.ready_after < 20

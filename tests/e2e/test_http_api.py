@@ -231,6 +231,7 @@ def test_probes(client: httpx.Client) -> None:
 
 def test_metrics_expose_custom_names(client: httpx.Client) -> None:
     client.post("/predict", files={"image": ("x.png", png(), "image/png")})
+    assert client.post("/predict", content=b"not an image", headers={"Content-Type": "image/png"}).status_code == 400
     text = client.get("/metrics").text
     missing = [name for name in METRIC_NAMES if f"\n{name}" not in text and not text.startswith(name)]
     assert not missing, missing

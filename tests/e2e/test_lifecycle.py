@@ -118,6 +118,11 @@ def test_sigterm_under_load_drops_nothing(tmp_path: Path) -> None:
         before = tally.counts["ok"], tally.counts["grpc_ok"]
         t0 = time.monotonic()
         srv.proc.send_signal(signal.SIGTERM)
+        while prober.not_ready_at is None and time.monotonic() - t0 < 5:
+            time.sleep(0.02)
+        draining = httpx.get(srv.url + "/livez", headers={"Connection": "close"}, timeout=5)
+        assert draining.status_code == 200, "liveness must hold while the worker drains"
+        assert draining.headers.get("connection") == "close"
         try:
             code = srv.proc.wait(timeout=DRAIN_S + 30)
         except subprocess.TimeoutExpired:

@@ -162,19 +162,24 @@ def test_one_admission_control_for_grpc_and_rest(overloaded: OipTestServer) -> N
 
     admission.limit, admission._on_change = 2, record
     grpc_client = grpcclient.InferenceServerClient(overloaded.grpc_url)
-    rest_client = httpclient.InferenceServerClient(overloaded.http_url, concurrency=8)
     pixels = np.zeros((1, H, W, C), np.uint8)
 
     def call(transport: str) -> str:
         lib = grpcclient if transport == "grpc" else httpclient
         inp = lib.InferInput("input", [1, H, W, C], "UINT8")
         inp.set_data_from_numpy(pixels)
+        # tritonclient.http runs on gevent: a client belongs to the thread that made it ("Cannot switch to a
+        # different thread" otherwise), so each REST call makes its own
+        client = grpc_client if transport == "grpc" else httpclient.InferenceServerClient(overloaded.http_url)
         try:
-            (grpc_client if transport == "grpc" else rest_client).infer("slow", [inp])
+            client.infer("slow", [inp])
             return f"{transport}:ok"
         except InferenceServerException as exc:
             busy = "too many requests in progress" in (exc.message() or "")
             return f"{transport}:busy" if busy else f"{transport}:{exc.status()}:{exc.message()}"
+        finally:
+            if client is not grpc_client:
+                client.close()
 
     try:
         with ThreadPoolExecutor(16) as pool:
@@ -182,7 +187,6 @@ def test_one_admission_control_for_grpc_and_rest(overloaded: OipTestServer) -> N
     finally:
         admission.limit, admission._on_change = original_limit, original_hook
         grpc_client.close()
-        rest_client.close()
     assert peak[0] == 2, (peak, outcomes)
     assert {"grpc:busy", "rest:busy"} <= set(outcomes), outcomes
     assert set(outcomes) <= {"grpc:ok", "grpc:busy", "rest:ok", "rest:busy"}, outcomes

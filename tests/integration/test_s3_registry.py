@@ -146,12 +146,17 @@ def test_models_copy_round_trip(tmp_path: Path, s3_bucket: str, capsys: pytest.C
     assert "tiny: copied v1, v2" in capsys.readouterr().out
     remote = Registry(url)
     assert remote.list_versions("tiny") == [1, 2] and remote.resolve("tiny") == 2
+    assert cli(["models", "rollback", "tiny", "--models-dir", url]) == 0
+    assert cli(["models", "list", "--models-dir", url]) == 0
+    listed = capsys.readouterr().out
+    assert "tiny: production -> v1 (previous v2)" in listed and "production" in listed.splitlines()[-2]
+    assert cli(["models", "promote", "tiny", "2", "--models-dir", url]) == 0
     assert cli(["models", "copy", url, str(tmp_path / "b"), "--model", "tiny"]) == 0
     back = Registry(tmp_path / "b")
     for v in (1, 2):
         for name in ("model.onnx", "model.int8.onnx", "metadata.json"):
             assert (back.version_dir("tiny", v) / name).read_bytes() == (local.version_dir("tiny", v) / name).read_bytes()
-    assert {k: v for k, v in back.aliases("tiny").items()} == local.aliases("tiny")
+    assert back.aliases("tiny") == remote.aliases("tiny")  # history included
     assert cli(["models", "copy", str(local.root), url]) == 0  # again: nothing to do
     assert "copied none, already there v1, v2" in capsys.readouterr().out
     other = Registry(tmp_path / "c")

@@ -125,8 +125,43 @@ def test_metrics_are_labelled_by_the_matched_route_template() -> None:
     assert count("other", "404") == before[1] + 1
 
 
+def test_the_inference_token_guards_everything_but_probes_and_reload() -> None:
+    """IMGSERVE_API_TOKEN: 401 in the one JSON shape before the route runs; probes and /reload (its own
+    admin token) stay open. BentoML's /livez, /readyz and /metrics never reach this app."""
+    from serving.http import needs_token
+
+    app = create_app(ServeSettings(access_log=False, api_token="s3cret"))
+    reached: list[str] = []
+
+    @app.get("/model")
+    @app.get("/v2/health/ready")
+    @app.get("/v2/models/{name}/ready")
+    async def route(request: Request) -> dict:
+        reached.append(request.url.path)
+        return {}
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [
+                await client.get("/model"),
+                await client.get("/model", headers={"Authorization": "Bearer nope"}),
+                await client.get("/model", headers={"Authorization": "Bearer s3cret"}),
+                await client.get("/v2/health/ready"),
+                await client.get("/v2/models/tiny/ready"),
+            ]
+
+    missing, wrong, ok, health, ready = asyncio.run(main())
+    for r in (missing, wrong):
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["type"] == "unauthorized" and "IMGSERVE_API_TOKEN" in r.json()["error"]
+    assert ok.status_code == health.status_code == ready.status_code == 200
+    assert reached == ["/model", "/v2/health/ready", "/v2/models/tiny/ready"]
+    assert not needs_token("/reload") and needs_token("/predict") and needs_token("/v2/models/tiny/infer")
+
+
 def test_lean_routes_skip_fastapi_layers_and_answer_as_fastapi_would(caplog: pytest.LogCaptureFixture) -> None:
-    """serving/lean.py: a @lean endpoint is called from the middleware (no FastAPI per-request layers, e.g. its
+    """serving/lean.py: a @lean endpoint is called from the middleware (no FastAPI per-request layers, e.g. its per-request
     AsyncExitStack), with its path parameters; errors, the route label, 405s and plain routes are unchanged."""
     from fastapi import APIRouter
     from starlette.exceptions import HTTPException
@@ -142,7 +177,7 @@ def test_lean_routes_skip_fastapi_layers_and_answer_as_fastapi_would(caplog: pyt
     @router.post("/models/{name}/versions/{version}/infer")
     @lean
     async def infer(name: str, request: Request) -> dict:
-        seen.append((name, "fastapi_middleware_astack" in request.scope))
+        seen.append((name, "fastapi_inner_astack" in request.scope))
         if name == "bad":
             raise InvalidInput("no such tensor")
         if name == "gone":
@@ -153,7 +188,7 @@ def test_lean_routes_skip_fastapi_layers_and_answer_as_fastapi_would(caplog: pyt
 
     @router.post("/models/{name}/plain")
     async def plain(name: str, request: Request) -> dict:
-        seen.append((name, "fastapi_middleware_astack" in request.scope))
+        seen.append((name, "fastapi_inner_astack" in request.scope))
         return {"name": name}
 
     app.include_router(router)  # after the app (and its middleware) exists, as service.py does

@@ -65,8 +65,10 @@ def test_a_staging_folder_without_lock_is_removed_only_when_old(tmp_path: Path) 
     old.mkdir()
     past = time.time() - STALE_UNLOCKED_S - 60
     os.utime(old, (past, past))
+    (tmp_path / ".staging-gone.lock").write_text("")  # its writer died before making the folder
+    os.utime(tmp_path / ".staging-gone.lock", (past, past))
     assert clean_stale_staging(tmp_path) == [old]
-    assert fresh.is_dir()
+    assert fresh.is_dir() and not (tmp_path / ".staging-gone.lock").exists()
 
 
 def test_files_and_folders_are_fsynced_before_the_rename_that_publishes(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
