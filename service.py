@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 
 from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
 from serving.lean import lean
-from serving.lifecycle import CloseWhenDraining, Drain
+from serving.lifecycle import CloseWhenDraining, Drain, forget_dead_workers
 from serving.settings import ServeSettings
 from serving.uvicorn_config import configure_uvicorn
 
@@ -90,7 +90,7 @@ class ImgServe:
             settings, on_batch=metrics.observe_batch, on_swap=self.ops.on_swap, on_admit=metrics.observe_admission,
             on_request=metrics.observe_inference, on_classified=self.ops.observe,
             on_load_error=metrics.observe_load_failure, on_fallback=metrics.observe_fallback,
-            on_canary_abort=metrics.observe_canary_abort,
+            on_canary_abort=metrics.observe_canary_abort, on_shadow=(metrics.observe_shadow, metrics.observe_shadow_shed),
             rate_limiter=self.ops.limiter,
         )
         self.http = HttpFrontend(self.runtime, settings)
@@ -104,6 +104,7 @@ class ImgServe:
     @bentoml.on_startup
     async def load_model(self) -> None:
         drain.install()  # SIGTERM drains this worker (serving/lifecycle.py); uvicorn's handler is set by now
+        forget_dead_workers()  # a worker killed -9 before this one left its live gauges behind
         await self.runtime.start()  # load + warm before the worker takes traffic
         tune_gc(settings.gc_threshold)
         if settings.grpc_port:  # OIP gRPC on this worker's event loop, sharing the runtime and batcher

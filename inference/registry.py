@@ -291,3 +291,25 @@ class Registry:
             return changes, int(current)
 
         return self._change_aliases(name, change, "canary-promote" if promote else "canary-abort", reason, retries=2)
+
+    def set_shadow(self, name: str, version: int | str, share: float, *, reason: str = "") -> dict[str, Any]:
+        """Mirror ``share`` percent of ``name``'s requests to ``version`` (alias ``shadow``); answers unchanged."""
+        if not 0 < share <= 100:
+            raise ConfigError(f"a shadow share is a percentage above 0 and at most 100, got {share:g}")
+        target = self.resolve(name, version)
+
+        def change(aliases: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            return {"shadow": target, "weights": {**(aliases.get("weights") or {}), "shadow": share}}, target
+
+        return self._change_aliases(name, change, "shadow", reason or f"shadow at {share:g} %")
+
+    def end_shadow(self, name: str, *, reason: str = "") -> dict[str, Any]:
+        check_name(name)
+
+        def change(aliases: dict[str, Any]) -> tuple[dict[str, Any], int]:
+            if aliases.get("shadow") is None:
+                raise NotFound(f"model {name!r} has no shadow")
+            weights = {k: v for k, v in (aliases.get("weights") or {}).items() if k != "shadow"}
+            return {"shadow": None, "weights": weights}, int(aliases["shadow"])
+
+        return self._change_aliases(name, change, "shadow-stop", reason, retries=2)

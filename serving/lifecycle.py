@@ -150,3 +150,42 @@ class CloseWhenDraining:
             await send(message)
 
         await self.app(scope, receive, send_closing)
+
+
+def forget_dead_workers() -> list[int]:
+    """Remove the multiprocess metric files of worker processes that no longer exist; returns their pids.
+
+    A worker that exits cleanly marks itself dead (BentoML calls ``mark_process_dead``), but one killed with
+    ``kill -9`` (or by the OOM killer) cannot: its ``live*`` gauges (``imgserve_ready``, ``imgserve_model_info``,
+    ``imgserve_model_fallback``, in-flight counts) went on counting in ``/metrics`` for as long as the server ran.
+    The worker circus starts in its place calls this at start-up."""
+    import os
+    import re
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or not os.path.isdir(path):
+        return []
+    from prometheus_client import multiprocess
+
+    dead = set()
+    for name in os.listdir(path):
+        match = re.fullmatch(r"gauge_live\w+_(\d+)\.db", name)
+        if match and not _alive(int(match[1])):
+            dead.add(int(match[1]))
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, path)
+    if dead:
+        log.info("removed the live metrics of dead worker process(es) %s", ", ".join(map(str, sorted(dead))))
+    return sorted(dead)
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -41,7 +41,10 @@ METRIC_NAMES = (
     "imgserve_ready",
 )
 # Exported once there is something to report: a drift signal of a version with a reference.json.
-CONDITIONAL_METRIC_NAMES = ("imgserve_drift_psi", "imgserve_canary_aborts_total")
+CONDITIONAL_METRIC_NAMES = (
+    "imgserve_drift_psi", "imgserve_canary_aborts_total", "imgserve_shadow_compared_total",
+    "imgserve_shadow_agreed_total", "imgserve_shadow_confidence_total", "imgserve_shadow_shed_total",
+)
 
 # One ``status`` vocabulary for every protocol: the HTTP status code. A gRPC call's code is mapped to its HTTP
 # equivalent (the mapping grpc-gateway and Google's API design guide use), so ``status=~"5.."`` finds server-side
@@ -141,6 +144,13 @@ class ServingMetrics:
         self.canary_aborts = Counter(
             "imgserve_canary_aborts", "canaries removed by the automatic guard (serving/canary.py)", ["model", "version"]
         )
+        shadow = ["model", "version"]  # the shadow version
+        self.shadow_compared = Counter("imgserve_shadow_compared", "requests mirrored to the shadow and compared", shadow)
+        self.shadow_agreed = Counter("imgserve_shadow_agreed", "... whose top-1 matched production's", shadow)
+        self.shadow_confidence = Counter(
+            "imgserve_shadow_confidence", "top-1 confidence summed (divide by compared)", [*shadow, "role"]
+        )
+        self.shadow_shed = Counter("imgserve_shadow_shed", "mirrors skipped: queue busy, late or failed", shadow)
         self.drift_psi = Gauge(
             "imgserve_drift_psi", "population stability index of a live signal against the version's reference "
             "(serving/drift.py; the highest worker counts)", ["model", "version", "signal"],
@@ -249,6 +259,18 @@ class ServingMetrics:
     def observe_canary_abort(self, model: str, version: int, reason: str) -> None:
         """``ModelSlot``'s ``on_canary_abort`` hook (only the worker that recorded the abort counts it)."""
         self.canary_aborts.labels(model, str(version)).inc()
+
+    def observe_shadow(self, model: str, version: int, agreed: bool, production_conf: float, shadow_conf: float) -> None:
+        """``ShadowRollout``'s compare hook."""
+        v = str(version)
+        self.shadow_compared.labels(model, v).inc()
+        if agreed:
+            self.shadow_agreed.labels(model, v).inc()
+        self.shadow_confidence.labels(model, v, "production").inc(production_conf)
+        self.shadow_confidence.labels(model, v, "shadow").inc(shadow_conf)
+
+    def observe_shadow_shed(self, model: str, version: int) -> None:
+        self.shadow_shed.labels(model, str(version)).inc()
 
     def observe_load_failure(self, model: str) -> None:
         """``ModelSlot``'s ``on_load_error`` hook."""

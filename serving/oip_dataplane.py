@@ -61,7 +61,7 @@ class OipDataPlane:
         self._get_runtime = get_runtime
 
     @contextlib.contextmanager
-    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
+    def admit(self, name: str | None = None, client: tuple[str | None, str | None] | None = None) -> Iterator[None]:
         """Hold one of the worker's in-flight slots (all transports share them) for the duration of a request;
         ``client`` is what the rate limit counts against (serving.ratelimit.client_key)."""
         with self.runtime.admit(name, client):

@@ -32,7 +32,8 @@ class LiveOps:
     def __init__(self, settings: ServeSettings, metrics: ServingMetrics | None = None):
         self._metrics = metrics
         self.limiter = (
-            RateLimiter(RateLimit.parse(settings.rate_limit, settings.rate_limit_burst)) if settings.rate_limit else None
+            RateLimiter(RateLimit.parse(settings.rate_limit, settings.rate_limit_burst), by_token=not settings.api_token)
+            if settings.rate_limit else None
         )
         self.predlog = (
             PredictionLog(PredictionLogConfig(

@@ -1,7 +1,9 @@
 """Per-client rate limits (``IMGSERVE_RATE_LIMIT=100/minute``): GCRA, one theoretical arrival time per client.
 
 Policy. A client is its bearer token when it sends one (``Authorization: Bearer`` on HTTP, ``authorization``
-metadata on gRPC; keyed by a hash, the token itself is never stored), else its address as the server sees it
+metadata on gRPC; keyed by a hash, the token itself is never stored) unless the service checks one shared
+``IMGSERVE_API_TOKEN`` (then every caller sends the same token, so clients are told apart by address), else its
+address as the server sees it
 (behind a proxy: uvicorn's ``--forwarded-allow-ips`` decides whether that is the proxy or the client). A limit of
 N per period lets a client send N requests at once after being idle for a period, then one every period/N
 (GCRA is a token bucket of N tokens refilled continuously, with O(1) state). Over the limit: 429 with
@@ -31,7 +33,8 @@ from inference.errors import ConfigError, RateLimited
 _PERIODS = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
             "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
 _SPEC_RE = re.compile(r"^\s*(\d+)\s*/\s*([a-z]+?)s?\s*$")
-MAX_CLIENTS = 100_000  # tracked per worker; idle clients (bucket full again) are dropped first
+MAX_CLIENTS = 100_000
+Client = tuple["str | None", "str | None"]  # (Authorization value, client address) as a transport sees them  # tracked per worker; idle clients (bucket full again) are dropped first
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,9 @@ class RateLimiter:
     """The worker's limiter: ``check(key)`` admits a request or raises :class:`RateLimited`."""
 
     def __init__(self, limit: RateLimit, *, clock: Callable[[], float] = time.monotonic,
-                 max_clients: int = MAX_CLIENTS) -> None:
+                 max_clients: int = MAX_CLIENTS, by_token: bool = True) -> None:
         self.limit = limit
+        self.by_token = by_token  # False when every client presents the one shared IMGSERVE_API_TOKEN
         self._clock = clock
         self._interval = limit.interval_s
         self._tolerance = self._interval * ((limit.burst or limit.requests) - 1)  # how far ahead a TAT may run
@@ -80,7 +84,10 @@ class RateLimiter:
         self._max_clients = max_clients
         self.refused = 0
 
-    def check(self, key: str) -> None:
+    def check(self, client: Client | str) -> None:
+        """``client`` is a transport's ``(authorization, address)`` (:func:`http_client`, :func:`grpc_client`) or
+        a key already made."""
+        key = client if isinstance(client, str) else client_key(*client, by_token=self.by_token)
         now = self._clock()
         tat = max(self._tat.get(key, now), now)
         if tat - now > self._tolerance:
@@ -106,10 +113,10 @@ class RateLimiter:
         return len(self._tat)
 
 
-def client_key(authorization: str | None, address: str | None) -> str:
+def client_key(authorization: str | None, address: str | None, *, by_token: bool = True) -> str:
     """The client a request counts against: its bearer token (hashed) if it sent one, else its address."""
     scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
+    if by_token and scheme.lower() == "bearer" and token.strip():
         return "token:" + hashlib.sha256(token.strip().encode()).hexdigest()[:24]
     return "addr:" + (address or "unknown")
 
@@ -123,12 +130,12 @@ def grpc_peer_address(peer: str) -> str:
     return peer
 
 
-def http_client(request: Any) -> str:
-    """:func:`client_key` of a Starlette request."""
-    return client_key(request.headers.get("authorization"), request.client.host if request.client else None)
+def http_client(request: Any) -> Client:
+    """Who sent a Starlette request (hashed into a key only when a limit is configured)."""
+    return request.headers.get("authorization"), request.client.host if request.client else None
 
 
-def grpc_client(context: Any) -> str:
-    """:func:`client_key` of a gRPC call (``authorization`` metadata, else the peer's address)."""
+def grpc_client(context: Any) -> Client:
+    """Who made a gRPC call: its ``authorization`` metadata and the peer's address."""
     metadata = {m.key: m.value for m in (context.invocation_metadata() or ())}
-    return client_key(metadata.get("authorization"), grpc_peer_address(context.peer() or ""))
+    return metadata.get("authorization"), grpc_peer_address(context.peer() or "")

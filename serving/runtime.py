@@ -73,6 +73,7 @@ class ModelRuntime:
         on_classified: ClassifiedObserver | None = None,
         on_load_error: Callable[[str], None] | None = None,
         on_canary_abort: Callable[[str, int, str], None] | None = None,
+        on_shadow: tuple[Any, Any] | None = None,
         on_fallback: FallbackObserver | None = None,
         rate_limiter: RateLimiter | None = None,
     ):
@@ -88,6 +89,7 @@ class ModelRuntime:
             self.slots[name] = ModelSlot(
                 config, self.registry, on_swap=on_swap, on_batch=on_batch, on_request=on_request,
                 on_load_error=on_load_error, on_fallback=on_fallback, on_canary_abort=on_canary_abort,
+                on_shadow=on_shadow,
             )
         self.default = specs[0][0]
         self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
@@ -172,7 +174,7 @@ class ModelRuntime:
 
     # ---- admission ---------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def admit(self, name: str | None = None, client: str | None = None) -> Iterator[None]:
+    def admit(self, name: str | None = None, client: tuple[str | None, str | None] | None = None) -> Iterator[None]:
         """Every transport's prediction requests pass here before their body is read or decoded: 404 for a
         model not served, 503 / UNAVAILABLE at once when it is not loaded or the worker's in-flight limit
         (one for all models) is reached, 429 / RESOURCE_EXHAUSTED when ``client``
@@ -281,4 +283,5 @@ class ModelRuntime:
             slot.record(model, False, time.perf_counter() - t0)  # the model failed: the canary guard counts it
             raise
         slot.record(model, True, time.perf_counter() - t0)
+        slot.mirror(model, rows, probs)
         return Classification(probs, model)

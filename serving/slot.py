@@ -23,6 +23,7 @@ from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
 
 from .canary import CanaryPolicy, CanaryRollout
+from .shadow import CompareObserver, ShadowRollout, ShedObserver
 from .loading import VersionLoader, fallback_candidates
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class ModelSlot:
         on_load_error: Callable[[str], None] | None = None,
         on_fallback: FallbackObserver | None = None,
         on_canary_abort: Callable[[str, int, str], None] | None = None,
+        on_shadow: tuple[CompareObserver, ShedObserver] | None = None,
     ):
         self.config = config
         self.name = config.name
@@ -79,6 +81,8 @@ class ModelSlot:
         self._on_fallback = on_fallback
         self.fallback: Fallback | None = None
         self.canary = CanaryRollout(self.name, registry, self.loader, config.canary, on_abort=on_canary_abort)
+        compare, shed = on_shadow or (None, None)
+        self.shadow = ShadowRollout(self.name, registry, self.loader, self.batcher, on_compare=compare, on_shed=shed)
         self.last_error: str | None = None  # why the configured version could not be served, if it could not
         self.serving_since: str | None = None  # UTC time of the last swap
 
@@ -179,6 +183,7 @@ class ModelSlot:
                 self._set_fallback(None)
                 if ref == self.config.ref:
                     await self.canary.sync(current, self.config, loop)
+                    await self.shadow.sync(current, self.config, loop)
                 return {"changed": False, "model": name, "version": version, "variant": variant}
             t0 = time.perf_counter()
             try:
@@ -198,6 +203,7 @@ class ModelSlot:
             self._set_fallback(None)
             if ref == self.config.ref:
                 await self.canary.sync(new, self.config, loop)
+                await self.shadow.sync(new, self.config, loop)
             return {
                 "changed": True,
                 "model": name,
@@ -285,3 +291,7 @@ class ModelSlot:
     def record(self, model: OnnxClassifier, ok: bool, seconds: float) -> None:
         """One request's outcome on ``model`` (the runtime calls this): feeds the canary guard."""
         self.canary.record(model, ok, seconds, self._model)
+
+    def mirror(self, model: OnnxClassifier, rows: Any, probabilities: Any) -> None:
+        """Production answered ``rows``: the shadow may run them too, in the background (serving/shadow.py)."""
+        self.shadow.mirror(model, rows, probabilities, self._model)

@@ -102,48 +102,73 @@ def models_canary(args: argparse.Namespace) -> int:
     return 0
 
 
+def models_shadow(args: argparse.Namespace) -> int:
+    """Mirror a share of requests to a version (NAME V --share S), or stop (NAME --stop)."""
+    from inference.errors import ConfigError
+
+    registry = registry_from(args)
+    if args.stop:
+        registry.end_shadow(args.name, reason=args.reason or "cli")
+        print(f"{args.name}: shadow stopped")
+        return 0
+    if args.version is None:
+        raise ConfigError("give the version to mirror to: imgserve models shadow NAME VERSION --share 20")
+    aliases = registry.set_shadow(args.name, args.version, args.share, reason=args.reason)
+    print(f"{args.name}: {args.share:g} % of requests mirrored to v{aliases['shadow']} (answers still from production)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
 
     q = msub.add_parser("list", help="versions with metrics and aliases")
-    q.add_argument("name", nargs="?")
+    q.add_argument("name", nargs="?", help="one model (default: all)")
     add_registry_args(q)
     q.set_defaults(func=models_list)
 
-    q = msub.add_parser("show", help="one version's metadata as JSON")
-    q.add_argument("name")
+    q = msub.add_parser("show", help="one version's metadata as JSON (labels and their class-folder names too)")
+    q.add_argument("name", help="model name")
     q.add_argument("version", nargs="?", default="production", help="number or alias (default production)")
     add_registry_args(q)
     q.set_defaults(func=models_show)
 
     q = msub.add_parser("promote", help="point production at a version (no policy check; see `retrain`)")
-    q.add_argument("name")
-    q.add_argument("version", type=int)
-    q.add_argument("--reason", default="")
+    q.add_argument("name", help="model name")
+    q.add_argument("version", type=int, help="version number to serve")
+    q.add_argument("--reason", default="", help="recorded in the alias history")
     add_registry_args(q)
     q.set_defaults(func=models_promote)
 
     q = msub.add_parser("rollback", help="point production back at the previous version (or --to N)")
-    q.add_argument("name")
-    q.add_argument("--to", type=int, default=None)
-    q.add_argument("--reason", default="")
+    q.add_argument("name", help="model name")
+    q.add_argument("--to", type=int, default=None, help="this version instead of the previous one")
+    q.add_argument("--reason", default="", help="recorded in the alias history")
     add_registry_args(q)
     q.set_defaults(func=models_rollback)
 
     q = msub.add_parser("canary", help="route a share of requests to another version; --promote or --abort it")
-    q.add_argument("name")
+    q.add_argument("name", help="model name")
     q.add_argument("version", nargs="?", default=None, help="the version to try (not with --promote/--abort)")
     q.add_argument("--weight", type=float, default=10.0, help="percent of requests (default 10)")
     act = q.add_mutually_exclusive_group()
     act.add_argument("--promote", action="store_true", help="make the canary production")
     act.add_argument("--abort", action="store_true", help="remove the canary; production keeps every request")
-    q.add_argument("--reason", default="")
+    q.add_argument("--reason", default="", help="recorded in the alias history")
     add_registry_args(q)
     q.set_defaults(func=models_canary)
 
+    q = msub.add_parser("shadow", help="mirror a share of requests to another version and compare; --stop")
+    q.add_argument("name")
+    q.add_argument("version", nargs="?", default=None)
+    q.add_argument("--share", type=float, default=20.0, help="percent of requests mirrored (default 20)")
+    q.add_argument("--stop", action="store_true", help="stop mirroring")
+    q.add_argument("--reason", default="")
+    add_registry_args(q)
+    q.set_defaults(func=models_shadow)
+
     q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
-    q.add_argument("src")
-    q.add_argument("dst")
+    q.add_argument("src", help="source registry: a folder or s3://bucket/prefix")
+    q.add_argument("dst", help="destination registry: a folder or s3://bucket/prefix")
     q.add_argument("--model", default=None, help="only this model (default: all)")
     q.set_defaults(func=models_copy)

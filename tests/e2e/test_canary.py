@@ -128,3 +128,40 @@ def test_failing_canary_is_aborted_automatically(served: Server) -> None:
     assert event["action"] == "canary-abort" and event["version"] == 3
     assert event["reason"].startswith("automatic abort: error rate 100.0 %") and "production v2" in event["reason"]
     assert 'imgserve_canary_aborts_total{model="tiny",version="3"} 1.0' in text
+
+
+def _counter(text: str, name: str, **labels: str) -> float:
+    sel = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    found = re.search(rf"^{name}\{{{sel}\}} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_shadow_reports_agreement_without_changing_answers(served: Server) -> None:
+    root = str(served.registry.root)
+    production = served.registry.resolve("tiny", "production")
+    other = 1 if production != 1 else 2  # a different seed: it agrees with production on some images only
+    assert main(["models", "shadow", "tiny", str(other), "--share", "100", "--models-dir", root]) == 0
+    rng = np.random.default_rng(5)
+    images = [encode_image(Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8), "L"), "PNG")
+              for _ in range(50)]
+    with served.client() as c:
+        deadline = time.monotonic() + 30
+        compared = 0.0
+        answered: Counter[int] = Counter()
+        while compared < 100:
+            assert time.monotonic() < deadline, f"only {compared} shadow comparisons after 30 s"
+            for image in images:
+                r = c.post("/predict", content=image, headers=HEADERS)
+                answered[r.json()["model"]["version"]] += 1
+            text = c.get("/metrics").text
+            compared = _counter(text, "imgserve_shadow_compared_total", model="tiny", version=str(other))
+    agreed = _counter(text, "imgserve_shadow_agreed_total", model="tiny", version=str(other))
+    conf = {role: _counter(text, "imgserve_shadow_confidence_total", model="tiny", version=str(other), role=role)
+            for role in ("production", "shadow")}
+    shed = _counter(text, "imgserve_shadow_shed_total", model="tiny", version=str(other))
+    print(f"shadow v{other}: {compared:.0f} compared, agreement {agreed / compared:.3f}, mean confidence "
+          f"production {conf['production'] / compared:.3f} shadow {conf['shadow'] / compared:.3f}, shed {shed:.0f}")
+    assert set(answered) == {production}  # answers never come from the shadow
+    assert 0 < agreed < compared and conf["production"] > 0 and conf["shadow"] > 0
+    assert main(["models", "shadow", "tiny", "--stop", "--models-dir", root]) == 0
+    assert "shadow" not in served.registry.aliases("tiny")

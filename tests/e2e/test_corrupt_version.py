@@ -120,6 +120,7 @@ def test_promoting_a_good_version_ends_the_fallback(server: Server) -> None:
             break
         assert time.monotonic() < deadline, infos
         time.sleep(0.2)
-    # (not checked here: imgserve_model_fallback back at 0. The worker killed above left its multiprocess gauge
-    # file behind, and nothing removes a dead worker's files, so its last value still counts.)
+    metrics = fresh_get(server, "/metrics").text  # the worker killed above no longer counts (forget_dead_workers)
+    assert re.search(r'^imgserve_model_fallback\{model="tiny"\} 0\.0$', metrics, re.M), metrics[-2000:]
+    assert not re.search(r'^imgserve_model_info\{[^}]*version="1"\} 1\.0$', metrics, re.M)
     assert "fallback over: tiny serves its production version again" in server.log_text()

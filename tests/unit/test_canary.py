@@ -78,3 +78,17 @@ def test_registry_canary_aliases(tmp_path) -> None:  # noqa: ANN001
     assert (aliases["production"], aliases["previous"]) == (3, 1) and "canary" not in aliases
     assert [e["action"] for e in aliases["history"][1:]] == ["canary", "canary-abort", "canary", "canary-promote"]
     assert aliases["history"][2]["reason"] == "automatic abort: x"
+
+
+def test_registry_shadow_alias(tmp_path) -> None:  # noqa: ANN001
+    registry = Registry(tmp_path)
+    register_tiny(registry)
+    register_tiny(registry, seed=1)
+    with pytest.raises(ConfigError, match="percentage"):
+        registry.set_shadow("tiny", 2, 101)
+    aliases = registry.set_shadow("tiny", 2, 20)
+    assert (aliases["shadow"], aliases["weights"], aliases["production"]) == (2, {"shadow": 20}, 1)
+    aliases = registry.end_shadow("tiny")
+    assert "shadow" not in aliases and aliases["history"][-1]["action"] == "shadow-stop"
+    with pytest.raises(NotFound):
+        registry.end_shadow("tiny")

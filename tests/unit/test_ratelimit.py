@@ -32,7 +32,7 @@ def test_parse_rejects_with_a_hint(spec: str) -> None:
         RateLimit.parse(spec)
 
 
-def admitted(limiter: RateLimiter, key: str, n: int) -> int:
+def admitted(limiter: RateLimiter, key: object, n: int) -> int:
     ok = 0
     for _ in range(n):
         try:
@@ -111,3 +111,12 @@ def test_client_key() -> None:
 )
 def test_grpc_peer_address(peer: str, host: str) -> None:
     assert grpc_peer_address(peer) == host
+
+
+def test_one_shared_api_token_counts_by_address() -> None:
+    clock = Clock()
+    per_token = RateLimiter(RateLimit.parse("2/hour"), clock=clock)
+    shared = RateLimiter(RateLimit.parse("2/hour"), clock=clock, by_token=False)
+    for host in ("10.0.0.1", "10.0.0.2"):
+        assert admitted(per_token, ("Bearer the-one-token", host), 2) == (2 if host == "10.0.0.1" else 0)
+        assert admitted(shared, ("Bearer the-one-token", host), 2) == 2
