@@ -25,6 +25,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
+from serving.lean import lean
 from serving.lifecycle import CloseWhenDraining, Drain, forget_dead_workers
 from serving.settings import ServeSettings
 from serving.uvicorn_config import configure_uvicorn
@@ -140,11 +141,13 @@ ImgServe.add_asgi_middleware(CloseWhenDraining, drain=drain)
 
 
 @app.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Classify one image")
+@lean  # called straight from serving/lean.py's middleware, past FastAPI's per-request layers
 async def predict(request: Request) -> JSONResponse:
     return await _frontend().predict(request)
 
 
 @app.post("/predict_batch", openapi_extra=PREDICT_BATCH_OPENAPI, summary="Classify several images")
+@lean
 async def predict_batch(request: Request) -> JSONResponse:
     return await _frontend().predict_batch(request)
 

@@ -218,11 +218,11 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
         if body.policy == "if-better":
             if not body.dataset:
                 raise InvalidInput("policy 'if-better' needs a 'dataset' id to compare both versions on")
-            from .policy import decide, list_labelled_images
+            from .policy import decide_registered, list_labelled_images
 
             images = list_labelled_images(state.datasets.images_dir(body.dataset))
             margin = settings.promote_margin if body.margin is None else body.margin
-            verdict = await asyncio.to_thread(decide, state.registry, name, version, images, policy="if-better", margin=margin)
+            verdict = await asyncio.to_thread(decide_registered, state.registry, name, version, images, policy="if-better", margin=margin)
             decision = verdict.to_dict()  # scoring both versions takes seconds: off the event loop
             if not decision["promote"]:
                 return {"promoted": False, "decision": decision, "aliases": _aliases(state.registry, name)}

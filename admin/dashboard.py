@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -33,7 +34,7 @@ from starlette.datastructures import UploadFile
 from inference.errors import InvalidInput, NotFound
 from inference.imagecodec import decode_image
 from inference.preprocess import preprocess_images
-from inference.registry import KERAS_FILE
+from inference.registry import KERAS_FILE, Registry
 from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
@@ -344,6 +345,21 @@ def per_class(metrics: dict[str, Any], labels: Sequence[str]) -> list[dict[str, 
     return sorted(rows.values(), key=lambda r: order.get(r["label"], len(order)))
 
 
+def promotion_record(registry: Registry, name: str, version: int, files: list[str]) -> dict[str, Any] | None:
+    """The decision stored with a candidate (``promotion.json``; absent for versions made by export)."""
+    from .policy import PROMOTION_FILE, Decision
+
+    path = registry.fetch(name, version, PROMOTION_FILE) if PROMOTION_FILE in files else None
+    if path is None:
+        return None
+    try:
+        decision = Decision.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError) as exc:
+        log.warning("unreadable %s: %s", path, exc)
+        return None
+    return {**decision.to_dict(), "candidate": version}
+
+
 def version_view(state: AdminState, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:
     registry = state.registry
     card = registry.card(name, version)
@@ -356,6 +372,8 @@ def version_view(state: AdminState, name: str, version: int, aliases: dict[str, 
         "architecture": card.architecture,
         "parent_version": card.parent_version,
         "labels": list(card.labels),
+        "label_folders": list(card.label_folders),
+        "promotion": promotion_record(registry, name, version, files),
         "aliases": sorted(k for k, v in aliases.items() if isinstance(v, int) and v == version),  # not "weights"
         "accuracy": accuracies(card.metrics),
         "per_class": per_class(card.metrics, card.labels),

@@ -21,11 +21,11 @@ from typing import Any
 from inference.atomic import atomic_write_json, clean_stale_staging, publish_dir, staging_dir
 from inference.errors import InvalidInput, NotFound, PayloadTooLarge
 from inference.imagecodec import IMAGE_SUFFIXES, decode_image
+from inference.labels import is_folder_name
 from inference.registry import utc_now
 
 from .settings import AdminSettings
 
-_LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.+-]{0,63}$")
 _IGNORED = ("__MACOSX/", ".DS_Store", "Thumbs.db")
 
 
@@ -45,8 +45,11 @@ class DatasetInfo:
 
 def check_label(label: str) -> str:
     label = label.strip()
-    if not _LABEL_RE.match(label):
-        raise InvalidInput(f"invalid class name {label!r}: use letters, digits, space, '_', '-', '.', '+' (max 64)")
+    if not is_folder_name(label):
+        raise InvalidInput(
+            f"invalid class name {label!r}: a class folder name uses letters, digits, space, '_', '-', '.', '+' (max 64); "
+            "a label that is not a valid name has a folder name in the model's label_folders"
+        )
     return label
 
 

@@ -58,7 +58,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mlserver-python", default=None, help="interpreter with mlserver installed")
     p.add_argument("--label", default="", help="a note printed at the top of the report, e.g. 'shared load'")
     p.add_argument("--prepare", action="store_true", help="first produce missing workload models (prepare hooks)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (JSON and Markdown only)")
     p.add_argument("--raw", action="store_true", help="also write every request (start, latency, status) to raw/*.csv.gz")
     p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                    help="HTTP load generator: wrk (C, Debian's package, a few µs per request), python (asyncio; "
@@ -183,7 +183,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
     p.set_defaults(func=run_cmd)
 
     p = sub.add_parser("report", help="re-render report.md and plots from DIR/results.json")
-    p.add_argument("dir", type=Path)
+    p.add_argument("dir", type=Path, help="a results directory written by `run`")
     p.set_defaults(func=report_cmd)
 
     p = sub.add_parser("load", help="closed-loop load against a running server (loopback only)")
@@ -194,13 +194,13 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("corpus", help="generate/cache the image corpora")
     p.add_argument("--kinds", default=None, help="jpeg-640x480, png-28-gray (default both)")
-    p.add_argument("--count", type=int, default=None)
+    p.add_argument("--count", type=int, default=None, help="images per corpus")
     p.set_defaults(func=corpus_cmd)
 
     p = sub.add_parser("targets", help="list targets and whether each can run here")
-    p.add_argument("--workloads", default=None)
-    p.add_argument("--models-dir", type=Path, default=None)
-    p.add_argument("--imgserve-dir", type=Path, default=None)
+    p.add_argument("--workloads", default=None, help="comma list of workloads (default: the presets)")
+    p.add_argument("--models-dir", type=Path, default=None, help="registry root for the preset workloads")
+    p.add_argument("--imgserve-dir", type=Path, default=None, help="where `bentoml serve .` runs (default: repo root)")
     p.set_defaults(func=targets_cmd)
 
     p = sub.add_parser("soak", help="hold ~70 %% of peak load for a long time with hot swaps and worker kills")
@@ -211,7 +211,7 @@ def add_subcommands(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("prepare", help="produce missing workload models via their prepare hooks (may take minutes)")
     p.add_argument("workloads", nargs="?", default=None, help="comma list (default: the presets)")
-    p.add_argument("--models-dir", type=Path, default=None)
+    p.add_argument("--models-dir", type=Path, default=None, help="registry root to write the models into")
     p.set_defaults(func=prepare_cmd)
 
 

@@ -215,7 +215,7 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--concurrency", default="1,8,32,64", help="comma-separated (default 1,8,32,64)")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per concurrency")
     p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each window")
-    p.add_argument("--max-requests", type=int, default=200_000)
+    p.add_argument("--max-requests", type=int, default=200_000, help="stop a point after this many requests")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, seconds")
     p.add_argument("--encoding", choices=sorted(HTTP_ENCODINGS), default="multipart", help="HTTP body format")
     p.add_argument("--metrics-url", default=None, help="Prometheus /metrics to diff per point (imgserve)")

@@ -131,6 +131,7 @@ class Rehearsal:
             self.report.phases[-1].end = self.load.now()
             self.report.samples = self.load.stop()
             self.report.lb_counters = haproxy.backend_counters(self.socket_path)
+            self.report.rss_mib = {r.name: r.rss_mib() for r in self.replicas}
         return self.report
 
     def scenario(self) -> None:

@@ -41,6 +41,7 @@ class Report:
     lb_counters: dict[str, int] = field(default_factory=dict)
     l7_retries: bool = True  # whether the balancer replayed requests that got no response (deploy/haproxy.py)
     alias_lag_s: dict[str, float] = field(default_factory=dict)  # admin request -> alias changed in the registry
+    rss_mib: dict[str, dict[str, float]] = field(default_factory=dict)  # replica -> main/worker resident MiB at the end
     all_swapped_at: dict[str, float] = field(default_factory=dict)  # when (load clock) the last replica swapped
 
     def in_phase(self, name: str) -> list[Sample]:
@@ -91,6 +92,8 @@ class Report:
             lines.append(f"  kill -9 of {self.kill['replica']}: balancer marked it DOWN "
                          f"{float(self.kill['down_at']) - float(self.kill['killed_at']):.2f} s after the kill; "
                          f"{self.routed_to_dead()} requests reached it while down")
+        if self.rss_mib:
+            lines.append(f"  resident memory at the end, MiB (main process / largest worker): {self.rss_mib}")
         if self.lb_counters:
             lines.append(f"  balancer counters: {self.lb_counters} (wretr: retries, wredis: redispatched to another replica)")
         return "\n".join(lines)

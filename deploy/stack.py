@@ -83,6 +83,15 @@ class Proc:
             return [main, *main.children(recursive=True)]
         return []
 
+    def rss_mib(self) -> dict[str, float]:
+        """Resident memory of the main process and of its largest child (a worker), in MiB: what a container
+        limit has to hold is about main + workers x worker."""
+        sizes = []
+        for p in self.tree():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                sizes.append(p.memory_info().rss / 2**20)
+        return {"main": round(sizes[0], 1), "worker": round(max(sizes[1:], default=0.0), 1)} if sizes else {}
+
     def kill9(self) -> None:
         """SIGKILL to every process of the replica, as when a container dies: gone mid-request."""
         for p in self.tree():

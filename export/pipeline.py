@@ -27,6 +27,7 @@ from inference.errors import ImgServeError
 from inference.metadata import ModelCard, Preprocessing, TensorSpec
 from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
+from training import progress as steps
 from training.evaluate import Evaluation, evaluate_predictions
 from training.train import load_run
 
@@ -69,6 +70,23 @@ class Measured:
 def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: ExportOptions) -> ModelCard:
     """Convert, quantize, gate and register the run in ``run_dir``; returns the registered card."""
     check_name(options.name)
+    with registry.stage(options.name) as staged:
+        card = registry.register(staged, stage_run(run_dir, staged, options))
+    if options.promote and registry.aliases(options.name).get("production") != card.version:
+        registry.promote(options.name, card.version, reason="export --promote")
+    acc = card.metrics["accuracy"]
+    log.info("registered %s v%d: fp32 %.4f, int8 %.4f", card.name, card.version, acc["fp32"], acc["int8"])
+    return card
+
+
+def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOptions) -> ModelCard:
+    """Everything of a version but its number, built into ``staged`` (from ``Registry.stage``): ONNX files,
+    model.keras, MODEL_CARD.md and plots. Returns the card to register; a caller may add files (the
+    promotion decision) before registering."""
+    from training.evaluate import confusion_png
+
+    from .card import write_artifacts
+
     run = load_run(run_dir)
     held = np.load(run["heldout_path"])
     spec: Preprocessing = run["preprocessing"]
@@ -76,26 +94,25 @@ def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: Exp
     import keras  # TensorFlow loads only once the run is known to be complete
 
     model = keras.models.load_model(run["keras_path"], compile=False)
-    with registry.stage(options.name) as staged:
-        measured = build_version(
-            model,
-            staged,
-            spec=spec,
-            labels=run["labels"],
-            x_test=held["x_test"],
-            y_test=held["y_test"],
-            x_calib=held["x_calib"],
-            options=options,
-        )
-        if options.include_keras:  # re-saved from the uncompiled model: no optimizer state, a third the size
+    measured = build_version(
+        model,
+        staged,
+        spec=spec,
+        labels=run["labels"],
+        x_test=held["x_test"],
+        y_test=held["y_test"],
+        x_calib=held["x_calib"],
+        options=options,
+    )
+    if options.include_keras:  # re-saved from the uncompiled model: no optimizer state, a third the size
+        with steps.step("save model.keras"):
             model.save(staged / KERAS_FILE)
-        card = registry.register(staged, make_card(run, spec, measured, options))
-    if options.promote and registry.aliases(options.name).get("production") != card.version:
-        registry.promote(options.name, card.version, reason="export --promote")
+    card = make_card(run, spec, measured, options)
+    with steps.step("model card and plots"):
+        write_artifacts(staged, card, confusion_png(measured.fp32), run.get("history") or {})
     log.info(
-        "registered %s v%d: fp32 %.4f, int8 %.4f, parity %.2e",
+        "staged %s: fp32 %.4f, int8 %.4f, parity %.2e",
         card.name,
-        card.version,
         measured.fp32.accuracy,
         measured.int8.accuracy,
         measured.parity_max_abs_diff,
@@ -120,32 +137,39 @@ def build_version(
     from .quantize import quantize
 
     seconds: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="imgserve-export-") as tmp:
+    with steps.step("convert to ONNX fp32"), tempfile.TemporaryDirectory(prefix="imgserve-export-") as tmp:
         t0 = time.perf_counter()
         saved = convert.to_saved_model(model, Path(tmp) / "saved_model")
         fp32 = convert.to_onnx(saved, out / VARIANT_FILES["fp32"])
         seconds["convert"] = round(time.perf_counter() - t0, 2)
     x_parity = normalize(x_test[: options.parity_images], spec)
-    diff = convert.max_abs_diff(model, fp32, x_parity)
+    with steps.step(f"parity gate ({len(x_parity)} images)"):
+        diff = convert.max_abs_diff(model, fp32, x_parity)
     if not diff <= options.parity_tolerance:
         raise ExportGateError(
             f"parity gate failed: ONNX fp32 differs from Keras by up to {diff:.2e} on {len(x_parity)} held-out "
             f"images (tolerance {options.parity_tolerance:.0e}); nothing was registered"
         )
     x_all = normalize(x_test, spec)
-    fp32_eval = evaluate_predictions(y_test, convert.onnx_predict(fp32, x_all), labels)
+    with steps.step(f"evaluate fp32 on {len(x_all)} test images"):
+        fp32_eval = evaluate_predictions(y_test, convert.onnx_predict(fp32, x_all), labels)
 
     t0 = time.perf_counter()
-    int8 = quantize(fp32, normalize(x_calib, spec), options.quantization, out / VARIANT_FILES["int8"])
+    with steps.step(f"quantize to INT8 ({options.quantization.format}, {len(x_calib)} calibration images)"):
+        int8 = quantize(fp32, normalize(x_calib, spec), options.quantization, out / VARIANT_FILES["int8"])
     seconds["quantize"] = round(time.perf_counter() - t0, 2)
-    int8_probabilities = convert.onnx_predict(int8, x_all)
-    int8_eval = evaluate_predictions(y_test, int8_probabilities, labels)
+    with steps.step(f"evaluate INT8 on {len(x_all)} test images"):
+        int8_probabilities = convert.onnx_predict(int8, x_all)
+        int8_eval = evaluate_predictions(y_test, int8_probabilities, labels)
     drop = fp32_eval.accuracy - int8_eval.accuracy
-    if drop > options.max_int8_drop:
+    # One image of slack: on a small upload's test set (4 images: 25 points each) a gate finer than one image
+    # only says "no answer may differ"; on Fashion-MNIST's 10k images it changes nothing.
+    allowed = max(options.max_int8_drop, 1 / max(1, fp32_eval.count))
+    if drop > allowed + 1e-9:
         raise ExportGateError(
             f"accuracy gate failed: INT8 top-1 accuracy {int8_eval.accuracy:.2%} is {100 * drop:.2f} points below "
             f"fp32 {fp32_eval.accuracy:.2%} on {fp32_eval.count} test images (allowed: "
-            f"{100 * options.max_int8_drop:.2f}); try another --quantization preset or more --calibration-size; "
+            f"{100 * allowed:.2f}); try another --quantization preset or more --calibration-size; "
             "nothing was registered"
         )
     # The drift baseline (reference.json): what the served INT8 variant predicts on the same held-out images.
@@ -229,4 +253,5 @@ def make_card(
         },
         parent_version=parent.get("version") if parent.get("name") == options.name else None,
         command=command,
+        label_folders=tuple(run.get("label_folders") or ()),
     )

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from inference.errors import ImgServeError
+from inference.version import __version__
 
 # Order here is the order in --help.
 COMMAND_MODULES = ("train", "export", "import_", "models", "predictions", "serve", "admin", "retrain", "bench")
@@ -22,6 +23,7 @@ COMMAND_MODULES = ("train", "export", "import_", "models", "predictions", "serve
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imgserve", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"imgserve {__version__}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:

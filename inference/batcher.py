@@ -47,6 +47,7 @@ class BatchingConfig:
     max_queue: int = 256  # rows waiting, not counting the batches running
     lanes: int = 2
     timeout_s: float = 10.0  # default per-request deadline
+    inline_ms: float = 0.0  # run a batch on the event loop when it should take at most this long (see _run)
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1:
@@ -55,8 +56,8 @@ class BatchingConfig:
             raise ConfigError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.lanes < 1:
             raise ConfigError(f"lanes must be >= 1, got {self.lanes}")
-        if self.max_wait_ms < 0 or self.timeout_s <= 0:
-            raise ConfigError("max_wait_ms must be >= 0 and timeout_s > 0")
+        if self.max_wait_ms < 0 or self.timeout_s <= 0 or self.inline_ms < 0:
+            raise ConfigError("max_wait_ms and inline_ms must be >= 0 and timeout_s > 0")
 
 
 @dataclass
@@ -68,9 +69,12 @@ class _Request:
     enqueued: float = field(default_factory=time.perf_counter)
 
 
-def _predict(model: BatchModel, parts: list[np.ndarray]) -> np.ndarray:
-    """In the lane's thread: join the requests' rows (a copy, off the event loop) and run the model."""
-    return model.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
+def _predict(model: BatchModel, parts: list[np.ndarray]) -> tuple[np.ndarray, float]:
+    """In the lane's thread (or inline): join the requests' rows and run the model; also the CPU seconds this
+    thread spent on it (unlike wall time, not inflated when other processes take the cores)."""
+    cpu = time.thread_time()
+    out = model.predict(parts[0] if len(parts) == 1 else np.concatenate(parts))
+    return out, time.thread_time() - cpu
 
 
 BatchObserver = Callable[[Any, int, float, float], None]  # (model, rows, infer_seconds, max_queue_wait_s)
@@ -93,6 +97,7 @@ class MicroBatcher:
         self._on_batch = on_batch
         self._on_request = on_request
         self._row_seconds = 0.0  # EWMA of inference seconds per row, for wait estimates
+        self._batch_cpu_s = 0.0  # EWMA of the CPU seconds of a batch's run, for _inline
         self._running = 0
         self._closed = False
 
@@ -239,6 +244,15 @@ class MicroBatcher:
             except Exception:
                 log.exception("request observer failed")
 
+    def _inline(self) -> bool:
+        """Whether to run this batch right here on the event loop instead of in a lane thread. For a cheap model
+        the hand-off costs more than the run: a 28x28 CNN's batch takes ~0.1-1 ms, while waking the lane thread,
+        passing the GIL to it and back and resolving the future from it took ~1/3 of a worker's CPU under load
+        (py-spy, c=64, loaded 2-core box). The first batch runs inline and measures the model; from then on the
+        recent batches' CPU time decides, so a slow model (or a slower version swapped in) goes back to the
+        threads. CPU time, not wall time: on a busy machine a 0.3 ms run can take 40 ms of wall time."""
+        return self.config.inline_ms > 0 and self._batch_cpu_s * 1e3 <= self.config.inline_ms
+
     async def _run(self, loop: asyncio.AbstractEventLoop, batch: list[_Request]) -> None:
         model = batch[0].model
         n = sum(r.rows.shape[0] for r in batch)
@@ -246,7 +260,10 @@ class MicroBatcher:
         max_wait = started - min(r.enqueued for r in batch)
         self._running += 1
         try:
-            outputs = await loop.run_in_executor(self._executor, _predict, model, [r.rows for r in batch])
+            if self._inline():
+                outputs, cpu_s = _predict(model, [r.rows for r in batch])
+            else:
+                outputs, cpu_s = await loop.run_in_executor(self._executor, _predict, model, [r.rows for r in batch])
         except asyncio.CancelledError:  # shutting down: no caller may wait forever
             for req in batch:
                 if not req.future.done():
@@ -266,6 +283,7 @@ class MicroBatcher:
         elapsed = time.perf_counter() - started
         per_row = elapsed / n
         self._row_seconds = per_row if not self._row_seconds else 0.8 * self._row_seconds + 0.2 * per_row
+        self._batch_cpu_s = cpu_s if not self._batch_cpu_s else 0.8 * self._batch_cpu_s + 0.2 * cpu_s
         offset = 0
         done = time.perf_counter()
         for req in batch:

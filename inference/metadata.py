@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RegistryError
+from .labels import derive_label_folders
 
 SCHEMA_VERSION = 1
 LAYOUTS = ("NHWC", "NCHW")
@@ -88,6 +89,17 @@ class ModelCard:
     parent_version: int | None = None
     command: str = ""
     schema_version: int = SCHEMA_VERSION
+    # One class-folder name per label (inference.labels); derived when absent, so versions written before
+    # the field existed read the same way without being rewritten.
+    label_folders: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.label_folders:
+            object.__setattr__(self, "label_folders", derive_label_folders(self.labels))
+        elif len(self.label_folders) != len(self.labels):
+            raise ValueError(f"label_folders has {len(self.label_folders)} names for {len(self.labels)} labels")
+        elif len({f.lower() for f in self.label_folders}) != len(self.label_folders):
+            raise ValueError("label_folders must be distinct")
 
     @property
     def num_classes(self) -> int:
@@ -103,6 +115,8 @@ class ModelCard:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> ModelCard:
+        if "labels" in changes and "label_folders" not in changes:
+            changes["label_folders"] = ()  # derived again from the new labels
         return dataclasses.replace(self, **changes)
 
     @classmethod
@@ -127,6 +141,7 @@ class ModelCard:
                 parent_version=data.get("parent_version"),
                 command=data.get("command", ""),
                 schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+                label_folders=tuple(str(x) for x in data.get("label_folders") or ()),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RegistryError(f"invalid model metadata: {exc}") from exc

@@ -63,16 +63,26 @@ def internal_error_response() -> JSONResponse:
     return JSONResponse(INTERNAL_ERROR, status_code=500)
 
 
-async def _imgserve_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ImgServeError)
+def imgserve_error_response(request: Request, exc: ImgServeError) -> JSONResponse:
+    """An :class:`ImgServeError` raised by a route: its response, and its message for the access log."""
     request.state.error = exc.message
     return error_response(exc)
 
 
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, HTTPException)
+def http_error_response(exc: HTTPException) -> JSONResponse:
+    """Starlette's ``HTTPException`` (404, 405, …) in the one JSON shape."""
     body = {"error": str(exc.detail), "type": "http_error"}
     return JSONResponse(body, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+
+async def _imgserve_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ImgServeError)
+    return imgserve_error_response(request, exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return http_error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

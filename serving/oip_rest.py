@@ -29,6 +29,7 @@ from fastapi.routing import APIRoute
 from inference.errors import ImgServeError, InvalidInput, NotReady, PayloadTooLarge, UnsupportedMediaType
 
 from .edge import error_response, internal_error_response, read_body
+from .lean import lean
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
 from .ratelimit import http_client
@@ -121,6 +122,7 @@ def build_router(
 
     @router.post("/models/{name}/infer")
     @router.post("/models/{name}/versions/{version}/infer")
+    @lean  # past FastAPI's per-request layers (serving/lean.py); errors rendered as OipRoute does
     async def infer(name: str, request: Request) -> Response:
         model = plane.resolve(name, version_of(request))
         with plane.admit(name, http_client(request)):

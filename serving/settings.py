@@ -73,6 +73,10 @@ class ServeSettings(BaseSettings):
     inline_decode_pixels: int = Field(
         4096, ge=0, description="images up to this many pixels (and 64 KiB) are decoded on the event loop, not in the pool"
     )
+    inline_infer_ms: float = Field(
+        2.0, ge=0, description="with one lane per worker, batches whose recent runs took at most this many ms of CPU run on the "
+        "event loop instead of a lane thread (cheap models: the thread hand-off costs more than the run; 0 = never)",
+    )
     timeout_s: float = Field(10.0, gt=0, description="per-request deadline in the queue")
     gc_threshold: int = Field(
         10_000, ge=0, description="Python's generation-0 GC threshold in the worker (0: Python's default, 700)"
@@ -267,8 +271,9 @@ class ServeSettings(BaseSettings):
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue=self.max_queue,
-            lanes=max(1, self.lanes // max(1, models)),
+            lanes=(lanes := max(1, self.lanes // max(1, models))),
             timeout_s=self.timeout_s,
+            inline_ms=self.inline_infer_ms if lanes == 1 else 0.0,
         )
 
     def session_options(self) -> SessionOptions:

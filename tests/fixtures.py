@@ -101,6 +101,7 @@ def tiny_card(name: str = "tiny", height: int = 28, width: int = 28, channels: i
 def register_tiny(
     registry: Registry, name: str = "tiny", *, seed: int = 0, height: int = 28, width: int = 28,
     channels: int = 1, classes: int = 10, promote: bool = False, conv_layers: int = 0, filters: int = 64,
+    labels: tuple[str, ...] | None = None,
 ) -> ModelCard:
     """Register a tiny model version (fp32 and 'int8' files hold the same graph) and return its card.
     ``conv_layers > 0`` registers the slow CNN of :func:`conv_onnx_bytes` instead of the linear model."""
@@ -109,6 +110,8 @@ def register_tiny(
     else:
         data = tiny_onnx_bytes(height, width, channels, classes, seed)
     card = tiny_card(name, height, width, channels, classes)
+    if labels is not None:
+        card = card.replace(labels=tuple(labels))
     if conv_layers:
         card = card.replace(architecture=f"tiny-conv{conv_layers}x{filters}")
     with registry.stage(name) as staged:
@@ -156,6 +159,21 @@ def class_folder_zip(classes: dict[str, int], *, size: tuple[int, int] = (28, 28
                 name = f"{label}/img_{i:03d}.png"
                 zf.writestr(f"{root}/{name}" if root else name, data)
     return buf.getvalue()
+
+
+def fashion_mnist_folders(root: Path, card: ModelCard, per_class: int, *, start: int = 0) -> Path:
+    """``per_class`` official Fashion-MNIST *test* images of each class as PNGs in ``root/<folder>/``, the
+    folders named by ``card.label_folders`` (``T-shirt_top`` for ``T-shirt/top``): what a user of the
+    default model would upload. Needs Debian's dataset-fashion-mnist."""
+    from training.datasets import load_fashion_mnist
+
+    test = load_fashion_mnist().test
+    for index, folder in enumerate(card.label_folders):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        picks = np.flatnonzero(test.y == index)[start : start + per_class]
+        for i in picks:
+            Image.fromarray(test.x[i, :, :, 0], "L").save(root / folder / f"{int(i):05d}.png")
+    return root
 
 
 def external_classifier(

@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
-import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from inference.errors import ConfigError, ImgServeError, InvalidInput
-from inference.imagecodec import IMAGE_SUFFIXES, decode_image
+from inference.errors import ConfigError, InvalidInput
 from inference.metadata import Preprocessing
 from inference.preprocess import image_to_pixels
 
@@ -249,105 +246,13 @@ def load_digits_dataset(
     )
 
 
-# ---- class folders (a directory or a zip) ------------------------------------------------------------
 @dataclass(frozen=True)
-class _Entry:
-    relpath: str  # shown in error messages, relative to the dataset root
-    label: str
-    read: Callable[[], bytes]
+class ClassOrder:
+    """A model's labels and their folder names (``ModelCard.label_folders``): folders are matched to labels
+    through these, and the labels keep this order, so a warm start or a comparison lines up class by class."""
 
-
-def _is_image(name: str) -> bool:
-    p = PurePosixPath(name)
-    return p.suffix.lower() in IMAGE_SUFFIXES and not any(
-        part.startswith(".") or part == "__MACOSX" for part in p.parts
-    )
-
-
-def _dir_entries(root: Path) -> list[_Entry]:
-    entries = []
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).as_posix()
-        if len(PurePosixPath(rel).parts) >= 2 and path.is_file() and _is_image(rel):
-            entries.append(_Entry(rel, PurePosixPath(rel).parts[0], path.read_bytes))
-    return entries
-
-
-def _zip_entries(archive: zipfile.ZipFile) -> list[_Entry]:
-    names = sorted(n for n in archive.namelist() if not n.endswith("/") and _is_image(n))
-    parts = [PurePosixPath(n).parts for n in names]
-    strip = 0  # drop wrapping folders ("data/cat/1.png") while every file keeps a class folder
-    while parts and all(len(p) > strip + 2 for p in parts) and len({p[strip] for p in parts}) == 1:
-        strip += 1
-    return [
-        _Entry("/".join(p[strip:]), p[strip], lambda n=n: archive.read(n))
-        for n, p in zip(names, parts, strict=True)
-        if len(p) - strip >= 2
-    ]
-
-
-def load_image_folder(
-    source: Path,
-    spec: Preprocessing,
-    *,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.15,
-    seed: int = 0,
-) -> Dataset:
-    """One subfolder per class (``cat/001.jpg``), or a zip of such folders. Class names are the folder
-    names, sorted; files with other suffixes and hidden files are ignored."""
-    if source.is_dir():
-        return _from_entries(source.name, _dir_entries(source), spec, val_fraction, test_fraction, seed)
-    try:
-        archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError):
-        raise InvalidInput(f"dataset {source.name} is neither a folder nor a zip of class folders") from None
-    with archive:
-        return _from_entries(source.stem, _zip_entries(archive), spec, val_fraction, test_fraction, seed)
-
-
-def _from_entries(
-    name: str,
-    entries: list[_Entry],
-    spec: Preprocessing,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-) -> Dataset:
-    if not entries:
-        raise InvalidInput(
-            f"dataset {name} holds no images in class folders (expected <class>/<image>.jpg|png|webp|bmp)"
-        )
-    labels = tuple(sorted({e.label for e in entries}))
-    if len(labels) < 2:
-        raise InvalidInput(
-            f"dataset {name} has {len(labels)} class folder ({labels[0]!r}); at least 2 are needed"
-        )
-    digest = hashlib.sha256(json.dumps(labels).encode())
-    x = np.empty((len(entries), *spec.shape), dtype=np.uint8)
-    y = np.empty(len(entries), dtype=np.int64)
-    index = {label: i for i, label in enumerate(labels)}
-    for i, entry in enumerate(entries):
-        data = entry.read()
-        digest.update(entry.relpath.encode() + b"\0" + hashlib.sha256(data).digest())
-        try:
-            image = decode_image(data, draft=(spec.pil_mode, (spec.width, spec.height)))
-            x[i] = image_to_pixels(image, spec)
-        except ImgServeError as exc:
-            raise InvalidInput(f"cannot read image {entry.relpath}: {exc.message}") from None
-        y[i] = index[entry.label]
-    return _split(
-        name,
-        labels,
-        x,
-        y,
-        digest.hexdigest(),
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        seed=seed,
-        flip_invariant=True,
-        extra={"source": "folder"},
-    )
+    labels: tuple[str, ...]
+    folders: tuple[str, ...]
 
 
 # ---- entry point -------------------------------------------------------------------------------------
@@ -363,9 +268,11 @@ def load_dataset(
     val_fraction: float = 0.1,
     test_fraction: float = 0.15,
     seed: int = 0,
+    order: ClassOrder | None = None,
 ) -> Dataset:
     """``fashion-mnist``, ``digits``, or a path to a folder/zip of class folders. ``spec`` sets the image
-    size and colour mode (built-in sets default to their own; a folder needs one)."""
+    size and colour mode (built-in sets default to their own; a folder needs one); ``order`` fixes a
+    folder set's labels (see :class:`ClassOrder`)."""
     if source == FASHION_MNIST:
         return load_fashion_mnist(spec, val_fraction=val_fraction, seed=seed)
     if source == DIGITS:
@@ -378,4 +285,8 @@ def load_dataset(
         )
     if spec is None:
         raise ConfigError("a folder dataset needs an image size (e.g. --img-size 64)")
-    return load_image_folder(path, spec, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    from .folders import load_image_folder
+
+    return load_image_folder(
+        path, spec, val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, order=order
+    )

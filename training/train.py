@@ -5,9 +5,10 @@ A run directory holds::
     model.keras          the trained model (best validation epoch)
     config.json          TrainConfig, every knob, plus what was resolved from it (input shape, parent)
     labels.json          class names, in output order
+    label_folders.json   the class-folder name of each label (the parent's, else derived from the label)
     preprocessing.json   inference.metadata.Preprocessing: what serving must do to an image
     dataset.json         name, sha256 fingerprint, split sizes
-    history.json         Keras per-epoch metrics
+    history.json         Keras per-epoch metrics (+ training_curves.png)
     evaluation.json      test-set accuracy, per-class report, confusion matrix (+ evaluation_confusion.png)
     heldout.npz          uint8 test images and a sample of training images, for export's gates and calibration
     progress.jsonl       one JSON object per event (start, epoch, done), for job runners to follow
@@ -30,19 +31,24 @@ from typing import Any
 
 import numpy as np
 
-from inference.atomic import atomic_write_json
+from inference.atomic import atomic_write_bytes, atomic_write_json
 from inference.errors import ConfigError
+from inference.labels import derive_label_folders
 from inference.metadata import Preprocessing
-from inference.registry import KERAS_FILE, METADATA_FILE
+from inference.registry import KERAS_FILE
 
 from .architectures import Architecture, ArchParams, get_architecture
 from .datasets import Dataset, load_dataset, native_shape
 from .evaluate import evaluate_predictions, save_evaluation
+from .parent import Parent, labels_reference, load_parent, tuples
+from .plots import curves_png
+from .progress import load_during, machine_load, progress_sink
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 HELDOUT_FILE = "heldout.npz"
+CURVES_FILE = "training_curves.png"
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,9 @@ class TrainConfig:
     alpha: float = 1.0  # mobilenetv2 width
     weights: str | None = None  # local backbone weights file (mobilenetv2)
     init_from: str | None = None  # a model.keras to warm-start from (retraining)
+    # A registry version dir (or its metadata.json) whose labels and label_folders fix a folder set's classes
+    # when training from scratch: the new model is then comparable with that version. Implied by init_from.
+    labels_from: str | None = None
     # Off by default: within a 15-epoch budget random flips/shifts slowed Fashion-MNIST convergence
     # (20k images, 8 epochs: 91.1 % without, 87.8 % with flips + 2 px shifts); they help small photo sets.
     augment: bool = False
@@ -121,55 +130,7 @@ class RunResult:
     summary: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class _Parent:
-    """What a warm start inherits: labels and preprocessing from files beside the model.keras."""
-
-    path: Path
-    labels: tuple[str, ...] | None
-    preprocessing: Preprocessing | None
-    ref: dict[str, Any]
-    architecture: str | None = None
-
-
-def _parent(init_from: str | None) -> _Parent | None:
-    if init_from is None:
-        return None
-    path = Path(init_from)
-    if path.is_dir():
-        path = path / KERAS_FILE
-    if not path.is_file():
-        raise ConfigError(f"--init-from {init_from}: no model.keras there")
-    meta, labels_file, pre_file = (
-        path.parent / n for n in (METADATA_FILE, "labels.json", "preprocessing.json")
-    )
-    if meta.is_file():  # a registry version
-        data = json.loads(meta.read_text())
-        return _Parent(
-            path,
-            tuple(data["labels"]),
-            Preprocessing(**_tuples(data["preprocessing"])),
-            {"name": data.get("name"), "version": data.get("version"), "path": str(path)},
-            data.get("architecture") or None,
-        )
-    if labels_file.is_file() and pre_file.is_file():  # a run directory
-        config = path.parent / "config.json"
-        arch = json.loads(config.read_text()).get("arch") if config.is_file() else None
-        return _Parent(
-            path,
-            tuple(json.loads(labels_file.read_text())),
-            Preprocessing(**_tuples(json.loads(pre_file.read_text()))),
-            {"path": str(path)},
-            arch,
-        )
-    return _Parent(path, None, None, {"path": str(path)})
-
-
-def _tuples(pre: dict[str, Any]) -> dict[str, Any]:
-    return {**pre, "mean": tuple(pre.get("mean", (0.0,))), "std": tuple(pre.get("std", (1.0,)))}
-
-
-def resolve_preprocessing(config: TrainConfig, arch: Architecture, parent: _Parent | None) -> Preprocessing:
+def resolve_preprocessing(config: TrainConfig, arch: Architecture, parent: Parent | None) -> Preprocessing:
     """Input size and colour mode from the config, else the parent model, else the dataset's own (raised to
     the architecture's minimum), with the architecture's pixel normalisation."""
     if parent is not None and parent.preprocessing is not None:
@@ -200,8 +161,9 @@ def train(
     per epoch."""
     out = Path(out_dir)
     arch = get_architecture(config.arch)
-    parent = _parent(config.init_from)
+    parent = load_parent(config.init_from)
     spec = resolve_preprocessing(config, arch, parent)
+    reference = parent if parent is not None else labels_reference(config.labels_from)
     t_start = time.perf_counter()
     dataset = load_dataset(
         config.dataset,
@@ -209,6 +171,7 @@ def train(
         val_fraction=config.val_fraction,
         test_fraction=config.test_fraction,
         seed=config.seed,
+        order=reference.order if reference is not None else None,
     )
     if parent is not None and parent.labels is not None and parent.labels != dataset.labels:
         raise ConfigError(
@@ -222,7 +185,7 @@ def train(
     (out / SUMMARY_FILE).unlink(missing_ok=True)
     seen: set[str] = set()
     loads = [os.getloadavg()[0]]
-    write_event = _progress_sink(
+    write_event = progress_sink(
         Path(progress_file) if progress_file else out / "progress.jsonl", on_progress
     )
 
@@ -298,7 +261,7 @@ def train(
     probs = fit.predict(model, dataset.test.x, spec)
     evaluation = evaluate_predictions(dataset.test.y, probs, dataset.labels)
     save_model(model, out / KERAS_FILE)
-    _write_run(out, config, dataset, spec, history, parent)
+    _write_run(out, config, dataset, spec, history, parent, reference)
     save_evaluation(evaluation, out)
     calib = dataset.train.sample(config.calibration_samples, config.seed + 1)
     np.savez_compressed(
@@ -318,7 +281,7 @@ def train(
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "params": int(model.count_params()),
-        "machine": _machine(loads),
+        "machine": machine_load(loads),
         "command": config.command,
     }
     atomic_write_json(out / SUMMARY_FILE, summary)
@@ -363,8 +326,11 @@ def _write_run(
     dataset: Dataset,
     spec: Preprocessing,
     history: dict[str, list[float]],
-    parent: _Parent | None,
+    parent: Parent | None,
+    reference: Parent | None,
 ) -> None:
+    order = reference.order if reference is not None else None
+    folders = order.folders if order is not None and order.labels == dataset.labels else None
     resolved = {
         "input_shape": list(spec.shape),
         "parent": parent.ref if parent else None,
@@ -372,60 +338,11 @@ def _write_run(
     }
     atomic_write_json(out / "config.json", {**config.to_dict(), "resolved": resolved})
     atomic_write_json(out / "labels.json", list(dataset.labels))
+    atomic_write_json(out / "label_folders.json", list(folders or derive_label_folders(dataset.labels)))
     atomic_write_json(out / "preprocessing.json", dataclasses.asdict(spec))
     atomic_write_json(out / "dataset.json", dataset.info())
     atomic_write_json(out / "history.json", history)
-
-
-def _machine(loads: list[float]) -> dict[str, Any]:
-    """CPU count and load average (1 min) at the start, the highest seen at an epoch end, and the mean:
-    training time means little without knowing whether other jobs shared the CPU."""
-    return {
-        "cpus": os.cpu_count(),
-        "loadavg_1m_start": round(loads[0], 2),
-        "loadavg_1m_max": round(max(loads), 2),
-        "loadavg_1m_mean": round(sum(loads) / len(loads), 2),
-    }
-
-
-def _progress_sink(
-    path: Path, callback: Callable[[dict[str, Any]], None] | None
-) -> Callable[[dict[str, Any]], None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("")
-
-    def sink(event: dict[str, Any]) -> None:
-        event = {"time": round(time.time(), 3), "loadavg_1m": round(os.getloadavg()[0], 2), **event}
-        with path.open("a") as fh:
-            fh.write(json.dumps(event) + "\n")
-        if event["event"] == "epoch":
-            m = event["metrics"]
-            log.info(
-                "epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.1fs, load %.1f)",
-                event["epoch"],
-                event["epochs"],
-                m.get("loss", 0),
-                m.get("accuracy", 0),
-                m.get("val_loss", 0),
-                m.get("val_accuracy", 0),
-                event["epoch_seconds"],
-                event["loadavg_1m"],
-            )
-        if callback is not None:
-            callback(event)
-
-    return sink
-
-
-def _load_during(progress: Path) -> dict[str, float] | None:
-    """1-minute load average at the run's events (min/mean/max): was the CPU shared while it trained?"""
-    try:
-        loads = [json.loads(line)["loadavg_1m"] for line in progress.read_text().splitlines() if line.strip()]
-    except (OSError, ValueError, KeyError):
-        return None
-    if not loads:
-        return None
-    return {"min": min(loads), "mean": round(sum(loads) / len(loads), 2), "max": max(loads)}
+    atomic_write_bytes(out / CURVES_FILE, curves_png(history, f"{config.arch} on {dataset.name}"))
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -439,11 +356,13 @@ def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return {
         "config": read("config.json"),
         "labels": tuple(read("labels.json")),
-        "preprocessing": Preprocessing(**_tuples(read("preprocessing.json"))),
+        "label_folders": tuple(read("label_folders.json")) if (run / "label_folders.json").is_file() else (),
+        "preprocessing": Preprocessing(**tuples(read("preprocessing.json"))),
         "dataset": read("dataset.json"),
         "summary": read(SUMMARY_FILE),
         "evaluation": read("evaluation.json"),
-        "load_during_training": _load_during(run / "progress.jsonl"),
+        "history": read("history.json") if (run / "history.json").is_file() else {},
+        "load_during_training": load_during(run / "progress.jsonl"),
         "keras_path": run / KERAS_FILE,
         "heldout_path": run / HELDOUT_FILE,
     }

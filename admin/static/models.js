@@ -107,19 +107,45 @@
       : el("p", { class: "muted" }, "No confusion matrix recorded for this version.");
     if (v.confusion) loadConfusion(v.version, img);
 
+    const decision = v.promotion ? promotionView(v.promotion) : null;
     const facts = el("dl", { class: "facts" },
       el("dt", {}, "Input"), el("dd", {}, `${v.input.width}×${v.input.height}×${v.input.channels}`),
       el("dt", {}, "Classes"), el("dd", {}, String(v.labels.length)),
+      el("dt", {}, "Folder names"), el("dd", { class: "label-folders" }, (v.label_folders || []).join(", ")),
       el("dt", {}, "Keras model"), el("dd", { class: v.has_keras ? "ok" : "muted" }, v.has_keras ? "model.keras present (Grad-CAM available)" : "none (ONNX only; no Grad-CAM)"),
       v.dataset && Object.keys(v.dataset).length ? [el("dt", {}, "Dataset"), el("dd", {}, compact(v.dataset))] : "",
       v.training && Object.keys(v.training).length ? [el("dt", {}, "Training"), el("dd", {}, compact(v.training))] : "",
       v.command ? [el("dt", {}, "Command"), el("dd", {}, el("code", {}, v.command))] : "",
     );
     const cell = el("td", { colspan: 8 }, el("div", { class: "details" },
-      el("div", {}, el("h3", {}, "Per class"), table), el("div", {}, el("h3", {}, "Confusion matrix"), cm, el("h3", {}, "About"), facts)));
+      el("div", {}, decision || "", el("h3", {}, "Per class"), table),
+      el("div", {}, el("h3", {}, "Confusion matrix"), cm, el("h3", {}, "About"), facts)));
     const tr = el("tr", { class: "detail", id: `details-${v.version}` }, cell);
     requestAnimationFrame(() => tr.querySelectorAll(".cellbar").forEach((b) => { b.style.width = (100 * Number(b.dataset.w)).toFixed(1) + "%"; }));
     return tr;
+  }
+
+  /* The promotion decision stored with a candidate (promotion.json): both accuracies on the same held-out
+     images, per-class deltas, the held-out set's fingerprint, and any warning of a forced promotion. */
+  function promotionView(d) {
+    const rows = Object.entries(d.per_class || {});
+    const delta = (x) => (typeof x === "number" ? (x > 0 ? "+" : "") + (100 * x).toFixed(1) + " pt" : "–");
+    return el("div", { class: "promotion", id: `promotion-${d.candidate}` },
+      el("h3", {}, "Promotion decision"),
+      el("p", { class: "callout " + ((d.warnings || []).length ? "warn" : d.promote ? "ok" : "info") },
+        el("strong", {}, d.promote ? "promoted" : "not promoted"), ` (policy ${d.policy}) — ${d.reason}`,
+        ...(d.warnings || []).map((w) => el("span", { class: "decision-warning" }, " Warning: " + w))),
+      el("p", { class: "small" },
+        `candidate ${fmt.pct(d.candidate_accuracy)} vs production` + (d.production != null ? ` v${d.production}` : "") +
+        ` ${fmt.pct(d.production_accuracy)} on ${d.heldout_images} held-out images (${d.variant}); ` +
+        (d.comparable === false ? "not comparable; " : "") + "held-out set ",
+        el("code", { title: d.heldout_fingerprint || "" }, (d.heldout_fingerprint || "–").slice(0, 12))),
+      rows.length ? el("table", { class: "table compact per-class-delta" },
+        el("thead", {}, el("tr", {}, el("th", {}, "Class"), el("th", { class: "num" }, "images"),
+          el("th", { class: "num" }, "candidate"), el("th", { class: "num" }, "production"), el("th", { class: "num" }, "delta"))),
+        el("tbody", {}, rows.map(([label, r]) => el("tr", {}, el("td", {}, label), el("td", { class: "num" }, fmt.int(r.images)),
+          el("td", { class: "num" }, fmt.pct(r.candidate, 1)), el("td", { class: "num" }, fmt.pct(r.production, 1)),
+          el("td", { class: "num " + (r.delta < 0 ? "neg" : r.delta > 0 ? "pos" : "") }, delta(r.delta)))))) : "");
   }
 
   function compact(obj) {

@@ -109,7 +109,8 @@
       const r = j.result || {};
       const v = r.version ?? r.candidate_version ?? r.registered_version ?? (r.decision && r.decision.candidate);
       const d = r.decision || {};
-      return (v != null ? `v${v} registered` : "done") + (d.promote === undefined ? "" : d.promote ? ", promoted" : ", not promoted");
+      return (v != null ? `v${v} registered` : "done") + (d.promote === undefined ? "" : d.promote ? ", promoted" : ", not promoted") +
+        (d.comparable === false ? " (not comparable with production)" : "") + ((d.warnings || []).length ? " ⚠" : "");
     }
     if (j.state === "failed" || j.state === "cancelled") return j.error || j.state;
     return "";
@@ -180,8 +181,10 @@
     const out = $("#jd-outcome");
     const text = outcome(job);
     const reason = job.result && job.result.decision && job.result.decision.reason;
+    const warnings = (job.result && job.result.decision && job.result.decision.warnings) || [];
     out.textContent = text + (reason ? ` — ${reason}` : "");
-    out.className = "callout " + (job.state === "succeeded" ? "ok" : job.state === "failed" ? "error" : "info");
+    if (warnings.length) out.append(el("strong", { class: "job-warning" }, " Warning: " + warnings.join("; ")));
+    out.className = "callout " + (warnings.length ? "warn" : job.state === "succeeded" ? "ok" : job.state === "failed" ? "error" : "info");
     IS.show(out, TERMINAL.has(job.state));
 
     const log = $("#jd-log");

@@ -36,8 +36,10 @@ def run_admin(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("admin", help="run the admin runner (token: env IMGSERVE_ADMIN_TOKEN)")
-    p.add_argument("--host", default=os.environ.get("IMGSERVE_ADMIN_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("IMGSERVE_ADMIN_PORT", "3001")))
+    p.add_argument("--host", default=os.environ.get("IMGSERVE_ADMIN_HOST", "127.0.0.1"),
+                   help="interface to listen on (env IMGSERVE_ADMIN_HOST; beyond loopback needs a token)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("IMGSERVE_ADMIN_PORT", "3001")),
+                   help="port (env IMGSERVE_ADMIN_PORT, default 3001)")
     p.add_argument("--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR)")
     p.add_argument("--data-dir", type=Path, default=None, help="datasets and jobs (env IMGSERVE_DATA_DIR, default data/)")
     p.add_argument("--service-url", default=None, help="inference service to notify on changes (env IMGSERVE_SERVICE_URL)")

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=predictions_export)
 
     q = psub.add_parser("reference", help="compute reference.json (drift baseline) for an existing version")
-    q.add_argument("name")
+    q.add_argument("name", help="model name")
     q.add_argument("version", nargs="?", default="production", help="number or alias (default production)")
     q.add_argument("--data", default=None,
                    help="held-out data: fashion-mnist, digits, or the folder/zip the version was trained on "

@@ -22,6 +22,7 @@ _OPTIONS = {
     "--alpha": "alpha",
     "--weights": "weights",
     "--init-from": "init_from",
+    "--labels-from": "labels_from",
     "--learning-rate": "learning_rate",
     "--patience": "patience",
     "--label-smoothing": "label_smoothing",
@@ -67,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", default=d.arch, help=f"{' | '.join(ARCHITECTURES)} (default {d.arch})")
     p.add_argument("--epochs", type=int, default=d.epochs, help="max epochs (early stopping on val accuracy)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"images per step (default {d.batch_size})")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the dataset's)")
     p.add_argument("--channels", type=int, choices=(1, 3), default=None, help="1 grayscale, 3 RGB")
     p.add_argument("--alpha", type=float, default=d.alpha, help="mobilenetv2 width multiplier")
@@ -77,9 +78,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--init-from", default=None, help="warm start from a model.keras (or a registry version dir)"
     )
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument(
+        "--labels-from",
+        default=None,
+        help="a registry version dir: match class folders to its labels (label_folders) and keep its order",
+    )
+    p.add_argument(
+        "--learning-rate", type=float, default=d.learning_rate, help=f"peak Adam rate, cosine-annealed (default {d.learning_rate})"
+    )
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing, help="0 (default) to <1")
     p.add_argument(
         "--max-train-samples", type=int, default=None, help="train on a stratified subset (tuning)"
     )
@@ -92,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="stop before an epoch would overrun this many minutes (best epoch kept)",
     )
-    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for weights, shuffling and splits")
     p.add_argument(
         "--progress-file", type=Path, default=None, help="JSON-lines events (default OUT/progress.jsonl)"
     )

@@ -8,7 +8,7 @@ from the store with the working directory outside the checkout, as the image's e
 base image's OS layer is not exercised. A serving module that imports something the bento does not ship (the
 ``imgserve`` package once: every worker died with ``ModuleNotFoundError``) fails here.
 
-Timing (2 vCPU, shared): build with the package lock ~10 s, virtualenv ~7 s with a warm uv cache (a cold one
+Needs the package index (PyPI, or ``UV_DEFAULT_INDEX``) for the lock and the virtualenv. Timing (2 vCPU, shared): build with the package lock ~10 s, virtualenv ~7 s with a warm uv cache (a cold one
 downloads ~100 MB), server ready ~10 s.
 """
 

@@ -400,6 +400,19 @@ def test_training_with_the_real_retrain_command(browser: Any, models_dir: Path, 
         shot(browser, "training-real")
         assert text_of(browser, "#jd-state") == "succeeded", text_of(browser, "#jd-log")
         assert "epoch 1 / 1" in text_of(browser, "#jd-epoch")
+        outcome = text_of(browser, "#jd-outcome")
+        assert "not comparable" in outcome and "labels differ" in outcome, outcome  # a new label set (issue 15)
+        version = int(outcome.split(" registered")[0].split("v")[-1])
+        # the decision stored with the candidate is shown in its details on the Models page
+        browser.get(f"{base}/ui/models")
+        wait(browser, EC.presence_of_element_located((By.ID, f"version-{version}")), 10, "the candidate's row")
+        browser.find_element(By.CSS_SELECTOR, f"#version-{version} button.ghost").click()
+        wait(browser, EC.presence_of_element_located((By.ID, f"promotion-{version}")), 10, "promotion decision")
+        decision = text_of(browser, f"#promotion-{version}")
+        assert "not promoted" in decision and "policy never" in decision and "labels differ" in decision, decision
+        assert "Sandal, Sneaker" in text_of(browser, f"#details-{version} .label-folders")
+        shot(browser, "models-promotion-decision")
+        assert_no_script_errors(browser)
 
 
 

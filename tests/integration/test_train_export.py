@@ -60,8 +60,10 @@ def test_run_directory_is_complete(digits_run: Path) -> None:
         "model.keras",
         "config.json",
         "labels.json",
+        "label_folders.json",
         "preprocessing.json",
         "history.json",
+        "training_curves.png",
         "evaluation.json",
         "evaluation_confusion.png",
         "dataset.json",
@@ -84,12 +86,20 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
     assert card.version == 1 and registry.resolve("digits") == 1
     vdir = registry.version_dir("digits", 1)
     assert sorted(p.name for p in vdir.iterdir()) == [
+        "MODEL_CARD.md",
+        "confusion.png",
+        "manifest.json",
         "metadata.json",
         "model.int8.onnx",
         "model.keras",
         "model.onnx",
         "reference.json",
+        "training_curves.png",
     ]
+    assert (vdir / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model_card = (vdir / "MODEL_CARD.md").read_text()
+    for part in ("## Data", "## Metrics", "INT8 delta", "## Intended use and limits", "imgserve train --dataset digits"):
+        assert part in model_card, part
     import zipfile
 
     with zipfile.ZipFile(vdir / "model.keras") as zf:  # no optimizer state shipped
@@ -109,6 +119,7 @@ def test_export_matches_keras_and_registers(digits_run: Path, tmp_path: Path) ->
 
     meta = json.loads((vdir / "metadata.json").read_text())
     assert meta["labels"] == [str(i) for i in range(10)] and meta["architecture"] == "small-cnn"
+    assert meta["label_folders"] == meta["labels"]  # written by export for every new version
     assert meta["inputs"][0] == {"name": "input", "dtype": "float32", "shape": [-1, 8, 8, 1]}
     assert meta["outputs"][0] == {"name": "probabilities", "dtype": "float32", "shape": [-1, 10]}
     assert meta["preprocessing"]["scale"] == pytest.approx(1 / 255)

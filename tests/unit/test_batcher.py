@@ -206,3 +206,47 @@ def test_outcome_observer_counts_every_request_once() -> None:
     batch3 = next(o for o in ok if o[1] == 3)
     assert batch3[3] >= 3 * 0.04 and batch3[2] > 0  # compute counted once per request; they all waited
     assert batch3[4] >= batch3[2] + batch3[3] - 1e-6
+
+
+class ThreadRecorder(SlowDouble):
+    """SlowDouble that also records which thread ran each batch."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__(delay)
+        self.threads: list[int] = []
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        self.threads.append(threading.get_ident())
+        cpu = time.thread_time()
+        while time.thread_time() - cpu < self.delay:  # CPU, not sleep: the batcher measures a run's CPU time
+            pass
+        return batch * 2
+
+
+def test_cheap_batches_run_on_the_event_loop_and_slow_ones_in_a_lane_thread() -> None:
+    async def main(model: ThreadRecorder, inline_ms: float) -> int:
+        b = MicroBatcher(BatchingConfig(max_batch_size=8, lanes=1, inline_ms=inline_ms))
+        b.start()
+        for i in range(4):
+            out = await b.submit(model, np.full((1, 2), i, np.float32))
+            assert (out == 2 * i).all()
+        await b.close()
+        return threading.get_ident()
+
+    cheap = ThreadRecorder()
+    loop_thread = run(main(cheap, inline_ms=50.0))
+    assert cheap.threads == [loop_thread] * 4
+    slow = ThreadRecorder(delay=0.03)  # the first batch runs inline and measures 30 ms of CPU > 5 ms: threads after
+    loop_thread = run(main(slow, inline_ms=5.0))
+    assert slow.threads[0] == loop_thread and loop_thread not in slow.threads[1:]
+    never = ThreadRecorder()
+    loop_thread = run(main(never, inline_ms=0.0))
+    assert loop_thread not in never.threads
+
+
+def test_inline_applies_to_a_single_lane_only() -> None:
+    from serving.settings import ServeSettings
+
+    assert ServeSettings(lanes=1, workers=2, inline_infer_ms=1.5).batching().inline_ms == 1.5
+    assert ServeSettings(lanes=2, workers=1, inline_infer_ms=1.0).batching().inline_ms == 0.0
+    assert ServeSettings(lanes=1, workers=1, inline_infer_ms=0).batching().inline_ms == 0.0

@@ -158,3 +158,59 @@ def test_the_inference_token_guards_everything_but_probes_and_reload() -> None:
     assert ok.status_code == health.status_code == ready.status_code == 200
     assert reached == ["/model", "/v2/health/ready", "/v2/models/tiny/ready"]
     assert not needs_token("/reload") and needs_token("/predict") and needs_token("/v2/models/tiny/infer")
+
+
+def test_lean_routes_skip_fastapi_layers_and_answer_as_fastapi_would(caplog: pytest.LogCaptureFixture) -> None:
+    """serving/lean.py: a @lean endpoint is called from the middleware (no FastAPI per-request layers, e.g. its per-request
+    AsyncExitStack), with its path parameters; errors, the route label, 405s and plain routes are unchanged."""
+    from fastapi import APIRouter
+    from starlette.exceptions import HTTPException
+
+    from serving.lean import lean
+    from serving.metrics import ServingMetrics
+
+    app = create_app(ServeSettings(access_log=True))
+    router = APIRouter(prefix="/v2")
+    seen: list[tuple[str, bool]] = []
+
+    @router.post("/models/{name}/infer")
+    @router.post("/models/{name}/versions/{version}/infer")
+    @lean
+    async def infer(name: str, request: Request) -> dict:
+        seen.append((name, "fastapi_inner_astack" in request.scope))
+        if name == "bad":
+            raise InvalidInput("no such tensor")
+        if name == "gone":
+            raise HTTPException(410, "gone")
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"name": name, "version": request.path_params.get("version")})
+
+    @router.post("/models/{name}/plain")
+    async def plain(name: str, request: Request) -> dict:
+        seen.append((name, "fastapi_inner_astack" in request.scope))
+        return {"name": name}
+
+    app.include_router(router)  # after the app (and its middleware) exists, as service.py does
+    counter = ServingMetrics.get().requests
+    label = "/v2/models/{name}/versions/{version}/infer"
+    before = counter.labels(label, "http", "200")._value.get()
+
+    async def main() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            return [await client.post("/v2/models/a/infer"), await client.post("/v2/models/b/versions/3/infer"),
+                    await client.post("/v2/models/bad/infer"), await client.post("/v2/models/gone/infer"),
+                    await client.get("/v2/models/a/infer"), await client.post("/v2/models/p/plain")]
+
+    with caplog.at_level(logging.INFO):
+        a, b, bad, gone, get, plain_answer = asyncio.run(main())
+    assert a.json() == {"name": "a", "version": None} and b.json() == {"name": "b", "version": "3"}
+    assert bad.status_code == 400 and bad.json() == {"error": "no such tensor", "type": "invalid_input"}
+    assert gone.status_code == 410 and gone.json() == {"error": "gone", "type": "http_error"}
+    assert get.status_code == 405 and get.json()["type"] == "http_error"
+    assert plain_answer.json() == {"name": "p"}
+    assert seen == [("a", False), ("b", False), ("bad", False), ("gone", False), ("p", True)]
+    assert counter.labels(label, "http", "200")._value.get() == before + 1
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imgserve.access"]
+    assert lines[2]["status"] == 400 and lines[2]["error"] == "no such tensor"
