@@ -104,6 +104,7 @@ class ImgServe:
     @bentoml.on_startup
     async def load_model(self) -> None:
         drain.install()  # SIGTERM drains this worker (serving/lifecycle.py); uvicorn's handler is set by now
+        drain.on_drain(self.ops.not_ready)  # imgserve_ready 0 while draining (the ReplicaNotReady alert)
         forget_dead_workers()  # a worker killed -9 before this one left its live gauges behind
         await self.runtime.start()  # load + warm before the worker takes traffic
         tune_gc(settings.gc_threshold)

@@ -86,6 +86,11 @@ class LiveOps:
             name, version, _ = old_label.split(":", 2)
             self.drift.forget(name, int(version))
 
+    def not_ready(self) -> None:
+        """The worker started draining: ``imgserve_ready`` goes to 0 with ``/readyz``."""
+        if self._metrics is not None:
+            self._metrics.ready.set(0)
+
     def close(self) -> None:
         if self.predlog is not None:
             self.predlog.close()

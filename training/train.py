@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from inference.metadata import Preprocessing
 from inference.registry import KERAS_FILE
 
 from .architectures import Architecture, ArchParams, get_architecture
+from .config import RunResult, TrainConfig
 from .datasets import Dataset, load_dataset, native_shape
 from .evaluate import evaluate_predictions, save_evaluation
 from .parent import Parent, labels_reference, load_parent, tuples
@@ -49,85 +49,6 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 HELDOUT_FILE = "heldout.npz"
 CURVES_FILE = "training_curves.png"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every training knob, with the defaults that reproduce the shipped Fashion-MNIST model."""
-
-    dataset: str = "fashion-mnist"  # fashion-mnist | digits | path to a folder/zip of class folders
-    arch: str = "small-cnn"
-    epochs: int = 15
-    batch_size: int = 128
-    learning_rate: float = 2e-3  # peak; cosine decay to 1 % over the run (or the time budget)
-    label_smoothing: float = 0.0
-    dropout: float = 0.3
-    patience: int = 5  # early stopping on validation accuracy (best weights restored)
-    img_size: int | None = None  # None: the dataset's own size (folders: the architecture's default)
-    channels: int | None = None  # None: the dataset's own (folders: 3)
-    alpha: float = 1.0  # mobilenetv2 width
-    weights: str | None = None  # local backbone weights file (mobilenetv2)
-    init_from: str | None = None  # a model.keras to warm-start from (retraining)
-    # A registry version dir (or its metadata.json) whose labels and label_folders fix a folder set's classes
-    # when training from scratch: the new model is then comparable with that version. Implied by init_from.
-    labels_from: str | None = None
-    # Off by default: within a 15-epoch budget random flips/shifts slowed Fashion-MNIST convergence
-    # (20k images, 8 epochs: 91.1 % without, 87.8 % with flips + 2 px shifts); they help small photo sets.
-    augment: bool = False
-    flip: bool | None = None  # None: when the dataset's labels survive a mirror (not digits)
-    shift: float = 0.08  # max random translation, as a fraction of the image side (2 px at 28)
-    val_fraction: float = 0.1
-    test_fraction: float = 0.15  # ignored for fashion-mnist (official test set)
-    max_train_samples: int | None = None  # a stratified subset, for quick tuning runs
-    # Anneal the learning rate by this many minutes and stop before an epoch would overrun them.
-    time_budget_minutes: float | None = None
-    calibration_samples: int = 1000  # training images kept for INT8 calibration
-    seed: int = 0
-    command: str = ""  # the CLI command that started the run, for metadata
-
-    def __post_init__(self) -> None:
-        checks = [
-            (self.epochs >= 1, "epochs must be >= 1"),
-            (self.batch_size >= 1, "batch size must be >= 1"),
-            (self.learning_rate > 0, "learning rate must be > 0"),
-            (0 <= self.label_smoothing < 1, "label smoothing must be in [0, 1)"),
-            (0 <= self.dropout < 1, "dropout must be in [0, 1)"),
-            (self.patience >= 1, "patience must be >= 1"),
-            (self.img_size is None or self.img_size >= 1, "image size must be >= 1"),
-            (self.channels in (None, 1, 3), "channels must be 1 or 3"),
-            (self.alpha > 0, "alpha must be > 0"),
-            (0 <= self.shift < 0.5, "shift must be in [0, 0.5)"),
-            (
-                0 < self.val_fraction < 0.5 and 0 < self.test_fraction < 0.5,
-                "split fractions must be in (0, 0.5)",
-            ),
-            (
-                self.max_train_samples is None or self.max_train_samples >= 10,
-                "max train samples must be >= 10",
-            ),
-            (self.time_budget_minutes is None or self.time_budget_minutes > 0, "time budget must be > 0"),
-            (self.calibration_samples >= 1, "calibration samples must be >= 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ConfigError(message)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-
-@dataclass(frozen=True)
-class RunResult:
-    run_dir: Path
-    test_accuracy: float
-    train_seconds: float
-    epochs_run: int
-    summary: dict[str, Any]
 
 
 def resolve_preprocessing(config: TrainConfig, arch: Architecture, parent: Parent | None) -> Preprocessing:
@@ -205,6 +126,57 @@ def train(
         time.perf_counter() - t_start,
     )
 
+    from . import fit
+
+    model, history, train_seconds = _fit(config, spec, dataset, train_split, parent, sink)
+    probs = fit.predict(model, dataset.test.x, spec)
+    evaluation = evaluate_predictions(dataset.test.y, probs, dataset.labels)
+    save_model(model, out / KERAS_FILE)
+    _write_run(out, config, dataset, spec, history, parent, reference)
+    save_evaluation(evaluation, out)
+    calib = dataset.train.sample(config.calibration_samples, config.seed + 1)
+    np.savez_compressed(
+        out / HELDOUT_FILE, x_test=dataset.test.x, y_test=dataset.test.y, x_calib=calib.x, y_calib=calib.y
+    )
+    val_acc = history.get("val_accuracy", [0.0])
+    summary = {
+        "test_accuracy": evaluation.accuracy,
+        "test_images": evaluation.count,
+        "test_source": dataset.test_source,
+        "best_val_accuracy": max(val_acc),
+        "best_epoch": int(np.argmax(val_acc)) + 1,
+        "epochs_run": len(val_acc),
+        "stopped_by": "time budget"
+        if "time_budget" in seen
+        else ("early stopping" if len(val_acc) < config.epochs else "epochs"),
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "params": int(model.count_params()),
+        "machine": machine_load(loads),
+        "command": config.command,
+    }
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    sink({"event": "done", **{k: summary[k] for k in ("test_accuracy", "best_epoch", "train_seconds")}})
+    log.info(
+        "test accuracy %.4f on %d %s images; trained %d epochs in %.0fs",
+        evaluation.accuracy,
+        evaluation.count,
+        dataset.test_source,
+        summary["epochs_run"],
+        train_seconds,
+    )
+    return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
+
+
+def _fit(
+    config: TrainConfig,
+    spec: Preprocessing,
+    dataset: Dataset,
+    train_split: Any,
+    parent: Parent | None,
+    sink: Callable[[dict[str, Any]], None],
+) -> tuple[Any, dict[str, list[float]], float]:
+    """Build (or warm-start) the model and fit it: the TensorFlow half of :func:`train`."""
     import keras  # TensorFlow loads here, once the inputs are known to be good
 
     from . import fit
@@ -256,45 +228,8 @@ def train(
         sink=sink,
         budget_seconds=budget,
     )
-    train_seconds = time.perf_counter() - t_fit
+    return model, history, time.perf_counter() - t_fit
 
-    probs = fit.predict(model, dataset.test.x, spec)
-    evaluation = evaluate_predictions(dataset.test.y, probs, dataset.labels)
-    save_model(model, out / KERAS_FILE)
-    _write_run(out, config, dataset, spec, history, parent, reference)
-    save_evaluation(evaluation, out)
-    calib = dataset.train.sample(config.calibration_samples, config.seed + 1)
-    np.savez_compressed(
-        out / HELDOUT_FILE, x_test=dataset.test.x, y_test=dataset.test.y, x_calib=calib.x, y_calib=calib.y
-    )
-    val_acc = history.get("val_accuracy", [0.0])
-    summary = {
-        "test_accuracy": evaluation.accuracy,
-        "test_images": evaluation.count,
-        "test_source": dataset.test_source,
-        "best_val_accuracy": max(val_acc),
-        "best_epoch": int(np.argmax(val_acc)) + 1,
-        "epochs_run": len(val_acc),
-        "stopped_by": "time budget"
-        if "time_budget" in seen
-        else ("early stopping" if len(val_acc) < config.epochs else "epochs"),
-        "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-        "params": int(model.count_params()),
-        "machine": machine_load(loads),
-        "command": config.command,
-    }
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    sink({"event": "done", **{k: summary[k] for k in ("test_accuracy", "best_epoch", "train_seconds")}})
-    log.info(
-        "test accuracy %.4f on %d %s images; trained %d epochs in %.0fs",
-        evaluation.accuracy,
-        evaluation.count,
-        dataset.test_source,
-        summary["epochs_run"],
-        train_seconds,
-    )
-    return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
 
 
 def save_model(model: Any, path: Path) -> Path:

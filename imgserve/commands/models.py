@@ -159,11 +159,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=models_canary)
 
     q = msub.add_parser("shadow", help="mirror a share of requests to another version and compare; --stop")
-    q.add_argument("name")
-    q.add_argument("version", nargs="?", default=None)
+    q.add_argument("name", help="model name")
+    q.add_argument("version", nargs="?", default=None, help="the version to mirror requests to (not with --stop)")
     q.add_argument("--share", type=float, default=20.0, help="percent of requests mirrored (default 20)")
     q.add_argument("--stop", action="store_true", help="stop mirroring")
-    q.add_argument("--reason", default="")
+    q.add_argument("--reason", default="", help="recorded in the alias history")
     add_registry_args(q)
     q.set_defaults(func=models_shadow)
 

@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from admin.confusion import find_matrix, find_png, render_png
-from admin.dashboard import accuracies, per_class
+from admin.versions import accuracies, per_class
 from admin.gradcam import colormap, overlay, png_data_url
 
 LABELS = ("cat", "dog", "bird")

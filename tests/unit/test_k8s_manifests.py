@@ -5,6 +5,7 @@ checked for what can be checked without building it."""
 
 from __future__ import annotations
 
+import copy
 import re
 import shlex
 import tomllib
@@ -216,3 +217,30 @@ def test_training_dockerfile_copies_what_exists_and_runs_the_real_cli() -> None:
     for workload in (mf.find(ALL, "Deployment", mf.ADMIN), mf.find(ALL, "CronJob", mf.RETRAIN)):
         assert mf.pod_spec(workload)["securityContext"]["runAsUser"] == uid
     assert all(c["image"] == "imgserve-train" for c in (admin(), retrain()))
+
+
+def apply_json6902(doc: dict, ops: list[dict]) -> dict:
+    """The 'replace' and 'add' operations of RFC 6902 on a copy of ``doc`` (all this base's patches use)."""
+    out = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] in ("replace", "add"), op
+        *parents, last = [int(p) if p.isdigit() else p for p in op["path"].strip("/").split("/")]
+        target = out
+        for key in parents:
+            target = target[key]
+        target[last] = op["value"]
+    return out
+
+
+def test_grpc_readiness_component_patches_the_serving_deployment_validly() -> None:
+    root = mf.K8S_DIR / "components" / "grpc-readiness"
+    component = yaml.safe_load((root / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
+    (patch,) = component["patches"]
+    deployment = mf.find(ALL, patch["target"]["kind"], patch["target"]["name"])
+    patched = apply_json6902(deployment, yaml.safe_load((root / patch["path"]).read_text()))
+    kubernetes_validate.validate(patched, K8S_VERSION, strict=True)
+    probe = mf.container(patched)["readinessProbe"]
+    assert probe["grpc"]["port"] == mf.port(serving(), "grpc") and "service" not in probe  # service "" (the server)
+    assert {k: v for k, v in probe.items() if k != "grpc"} == {
+        k: v for k, v in serving()["readinessProbe"].items() if k != "httpGet"}  # same timing as the HTTP one

@@ -76,3 +76,11 @@ def test_subset_and_new_classes_are_refused_with_the_known_folder_names() -> Non
         match_folders([*folders, "Hat"], FASHION, folders)
     with pytest.raises(InvalidInput, match="both stand for"):
         folder_index(["cat", "felis"], ("cat", "dog"), ("felis", "canis"))
+
+
+def test_models_show_prints_the_folder_names(capsys: pytest.CaptureFixture[str]) -> None:
+    from imgserve.cli import main
+
+    assert main(["models", "show", "fashion-mnist", "1", "--models-dir", str(ROOT / "models")]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["label_folders"][0] == "T-shirt_top" and shown["labels"][0] == "T-shirt/top"
