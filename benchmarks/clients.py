@@ -70,8 +70,14 @@ class GrpcClient:
     """KServe v2 / Triton ``ModelInfer`` over grpc.aio, with tritonclient's generated stubs. Each request is
     one BYTES element ``image`` sent in ``raw_input_contents`` (4-byte length prefix), as tritonclient does."""
 
-    def __init__(self, address: str, model: str, images: Sequence[bytes], *, timeout_s: float, input_name: str = "image"):
+    def __init__(self, address: str, model: str, images: Sequence[bytes], *, timeout_s: float, input_name: str = "image",
+                 connections: int = 1):
         check_loopback(f"grpc://{address}")
+        # One HTTP/2 connection per concurrent caller, as wrk opens one per HTTP connection: a single channel
+        # carries every call on one TCP connection, which the kernel hands to one worker process of a server
+        # whose workers share the port (SO_REUSEPORT), so the others idle. That, not gRPC, made imgserve's gRPC
+        # points slower than HTTP with two workers (measured: 1 channel vs 64, docs/serving.md).
+        self.connections = max(1, connections)
         from tritonclient.grpc import service_pb2
 
         self.address = address
@@ -84,26 +90,29 @@ class GrpcClient:
             tensor.shape.append(1)
             req.raw_input_contents.append(struct.pack("<I", len(data)) + data)
             self.requests.append(req)
-        self._channel: Any = None
-        self._infer: Any = None
+        self._channels: list[Any] = []
+        self._stubs: list[Any] = []
 
     async def __aenter__(self) -> GrpcClient:
         import grpc
         from tritonclient.grpc import service_pb2_grpc
 
-        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-        self._channel = grpc.aio.insecure_channel(self.address, options=opts)
-        self._infer = service_pb2_grpc.GRPCInferenceServiceStub(self._channel).ModelInfer
+        opts = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.use_local_subchannel_pool", 1)]  # else channels with equal options share one connection
+        self._channels = [grpc.aio.insecure_channel(self.address, options=opts) for _ in range(self.connections)]
+        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c).ModelInfer for c in self._channels]
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._channel.close()
+        for channel in self._channels:
+            await channel.close()
 
     async def send(self, index: int) -> str:
         import grpc
 
         try:
-            await self._infer(self.requests[index % len(self.requests)], timeout=self.timeout_s)
+            infer = self._stubs[index % len(self._stubs)]
+            await infer(self.requests[index % len(self.requests)], timeout=self.timeout_s)
             return "OK"
         except grpc.aio.AioRpcError as exc:
             return "timeout" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else exc.code().name
@@ -117,7 +126,7 @@ def build_client(url: str, images: Sequence[bytes], content_type: str, *, concur
         model = parts.path.strip("/")
         if not model:
             raise ValueError("gRPC targets are grpc://HOST:PORT/MODEL_NAME")
-        return GrpcClient(parts.netloc, model, images, timeout_s=timeout_s)
+        return GrpcClient(parts.netloc, model, images, timeout_s=timeout_s, connections=concurrency)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"unsupported target {url!r}: use http://… or grpc://…")
     encode = HTTP_ENCODINGS[encoding]

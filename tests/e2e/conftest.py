@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from inference.registry import Registry
+from tests.e2e.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,20 +96,3 @@ def wait_until(server: Server, path: str, timeout: float = 60.0) -> float:
             pass
         time.sleep(0.05)
     pytest.fail(f"{path} not 200 after {timeout}s:\n{server.log_text()[-4000:]}")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    pgid = proc.pid  # start_new_session: the group id is the pid we started
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        proc.wait(timeout=5)
-    # workers may outlive the arbiter by a moment; make sure none of this group is left
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)

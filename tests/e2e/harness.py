@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import io
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from PIL import Image
+
+from tests.e2e.processes import stop
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -74,15 +75,8 @@ class ServerProcess:
         return ""
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc:
+            stop(self.proc)
         self._logf.close()
 
 

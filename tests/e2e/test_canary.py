@@ -28,7 +28,6 @@ HEADERS = {"content-type": "image/png"}
 def failing_onnx_bytes(classes: int = 10) -> bytes:
     """A classifier that answers all-zero inputs (ONNX Runtime's warm-up, the batch-size probe) but fails on any
     real image: it gathers from a 2-entry table at index ``100 * max(pixel)``, out of bounds past 0.01."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
