@@ -10,7 +10,8 @@ Endpoints added here (all behind the token, JSON unless said otherwise):
 ``GET /models/{name}/overview`` (versions with normalised metrics and artifacts),
 ``GET /models/{name}/versions/{v}/confusion.png``, ``POST /models/{name}/versions/{v}/gradcam``,
 ``GET /serving/metrics`` (live figures from the service's ``/metrics``), ``POST /serving/predict`` and
-``GET /serving/model`` (proxied to the inference service, so the browser needs no CORS).
+``GET /serving/model`` (proxied to the inference service, so the browser needs no CORS). Canary and shadow
+routes and ``GET /models/{name}/rollout`` live in :mod:`admin.rollouts`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from serving.edge import check_length, read_body, read_upload
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
 from .requests import ARCHITECTURES, VersionPath
+from .rollouts import build_rollout_router
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 from .versions import version_view
 
@@ -52,7 +54,7 @@ STATIC_DIR = HERE / "static"
 STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
                 ".ico": "image/x-icon", ".txt": "text/plain"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-PAGES = {"models": "Models", "training": "Training", "serving": "Serving", "try": "Try it"}
+PAGES = {"models": "Models", "training": "Training", "serving": "Serving", "rollouts": "Rollouts", "try": "Try it"}
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -87,6 +89,7 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
 
     router = APIRouter(lifespan=lifespan)
     deps = list(auth)
+    router.include_router(build_rollout_router(state, auth, poller))  # canary/shadow API + the Rollouts page's data
 
     # ---- pages -----------------------------------------------------------------------------------
     def page(request: Request, name: str) -> Response:

@@ -83,6 +83,31 @@ class RollbackRequest(_Body):
     reason: Reason | None = None
 
 
+Percent = Annotated[float, Field(gt=0, le=100, allow_inf_nan=False)]
+
+
+class CanaryRequest(_Body):
+    """``POST /models/{name}/canary``: route ``weight`` percent of requests to ``version`` beside production."""
+
+    version: Version
+    weight: Percent = Field(10.0, description="percent of requests the canary answers (0 < weight <= 100)")
+    reason: Reason | None = None
+
+
+class ShadowRequest(_Body):
+    """``POST /models/{name}/shadow``: mirror ``share`` percent of requests to ``version``; answers unchanged."""
+
+    version: Version
+    share: Percent = Field(10.0, description="percent of requests mirrored (0 < share <= 100)")
+    reason: Reason | None = None
+
+
+class RolloutEndRequest(_Body):
+    """``POST /models/{name}/canary/promote``, ``/canary/abort``, ``/shadow/stop``: an optional reason."""
+
+    reason: Reason | None = None
+
+
 Body = TypeVar("Body", bound=_Body)
 
 

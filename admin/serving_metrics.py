@@ -347,6 +347,11 @@ class MetricsPoller:
         except ValueError as exc:
             raise ServiceUnreachable(f"the inference service's /metrics is not Prometheus text: {exc}") from None
 
+    @property
+    def latest(self) -> Scrape | None:
+        """The newest scrape (after :meth:`summary`): the rollout panel reads imgserve's own families from it."""
+        return self._history[-1] if self._history else None
+
     async def summary(self, window_s: float | None = None) -> dict[str, Any]:
         window = self.window_s if window_s is None else max(0.5, float(window_s))
         async with self._lock:

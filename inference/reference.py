@@ -30,6 +30,7 @@ REFERENCE_FILE = "reference.json"
 FORMAT = 1
 EPSILON = 1e-4
 SIGNALS = ("predicted_class", "confidence", "brightness", "size")
+PSI_SIGNIFICANT = 0.25  # the usual "significant shift"; deploy/prometheus/ alerts on it, the dashboard marks it
 CONFIDENCE_EDGES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)
 SIZE_EDGES = tuple(float(4**k) for k in range(4, 13))  # 256 B ... 16 MiB
 

@@ -49,7 +49,7 @@ def client(tmp_path: Path, registry: Registry) -> Iterator[TestClient]:
         yield c
 
 
-@pytest.mark.parametrize("page", ["login", "models", "training", "serving", "try"])
+@pytest.mark.parametrize("page", ["login", "models", "training", "serving", "rollouts", "try"])
 def test_pages_are_public_shells_with_a_strict_csp(client: TestClient, page: str) -> None:
     r = client.get(f"/ui/{page}")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
