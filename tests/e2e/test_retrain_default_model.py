@@ -118,6 +118,13 @@ def test_folder_upload_warm_start_is_compared_with_production(admin: Server, tmp
         job = _run_job(c, admin.url, subset, epochs=1)
         assert job["state"] == "failed" and "no folder for" in job["error"] and "'T-shirt_top'" in job["error"], job
         assert registry.list_versions(NAME) == [1, 2]
+        # the same through the CLI against the runner: one error line naming the folders, no traceback
+        via = subprocess.run(
+            [sys.executable, "-m", "imgserve", "retrain", "--via", admin.url, "--token", TOKEN, "--data", str(subset),
+             "--epochs", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+        assert via.returncode == 2 and "Traceback" not in via.stderr, via.stderr
+        assert "no folder for" in via.stderr and "'T-shirt_top'" in via.stderr and "queued on" in via.stdout
 
         # a new label set, asked for explicitly, is registered but never promoted by if-better
         production = registry.aliases(NAME)["production"]
