@@ -240,7 +240,10 @@ def soak_cmd(args: argparse.Namespace) -> int:
     """Exit status 0 only when the soak passed: no failed request outside a kill's chunk, RSS growth <= 10 %."""
     cfg = SoakConfig(out=args.out, minutes=args.minutes, swap_every_s=args.swap_every, kill_every_s=args.kill_every,
                      load_fraction=args.load, connections=args.connections, workers=args.workers, chunk_s=args.chunk)
-    result = run_soak(cfg)
+    from .procs import cleanup_on_exit
+
+    with cleanup_on_exit():  # an interrupted soak (Ctrl-C, SIGTERM) leaves no server behind
+        result = run_soak(cfg)
     print(render(result))
     print(f"results: {cfg.out / 'soak.json'}")
     ok = result["failed_elsewhere"] == 0 and (result["max_rss_growth_pct"] or 0) <= 10.0

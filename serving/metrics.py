@@ -129,6 +129,7 @@ class ServingMetrics:
             per_model, multiprocess_mode="max",
         )
         self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: route templates
         self._providers: dict[str, str] = {}  # model name -> provider of its served version
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
@@ -166,8 +167,13 @@ class ServingMetrics:
 
     # ---- observers (hooks of the runtime and of the HTTP front end) --------------------------------
     def observe_request(self, endpoint: str, status: int, seconds: float, protocol: str = "http") -> None:
-        self.requests.labels(endpoint, protocol, str(status)).inc()
-        self.latency.labels(endpoint).observe(seconds)
+        key = (endpoint, protocol, status)
+        children = self._request_children.get(key)
+        if children is None:  # labels() costs a lock, a tuple of str() and a dict lookup per call: once per key
+            children = self.requests.labels(endpoint, protocol, str(status)), self.latency.labels(endpoint)
+            self._request_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_rpc(self, endpoint: str, code: str, seconds: float) -> None:
         """The gRPC server's per-RPC hook: ``code`` is a ``grpc.StatusCode`` name."""

@@ -19,14 +19,16 @@ from typing import Any
 
 from inference.batcher import BatchingConfig, MicroBatcher, OutcomeObserver
 from inference.errors import ImgServeError, NotReady, VersionNotLoadable
+from inference.memory import release_freed_memory_later
 from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
 
 from .canary import CanaryPolicy, CanaryRollout
-from .shadow import CompareObserver, ShadowRollout, ShedObserver
 from .loading import VersionLoader, fallback_candidates
+from .shadow import CompareObserver, ShadowRollout, ShedObserver
 
 log = logging.getLogger(__name__)
+TRIM_AFTER_SWAP_S = 3.0  # most requests on the old model are done by then (p99 is milliseconds to ~0.3 s)
 
 # (old label or None, new label, seconds to load+warm, execution provider of the new one)
 SwapObserver = Callable[[str | None, str, float, str], None]
@@ -224,6 +226,8 @@ class ModelSlot:
         log.info("now serving %s (was %s); load+warm %.0f ms", new.label, old_label, 1e3 * seconds)
         if self._on_swap:
             self._on_swap(old_label, new.label, seconds, new.provider)
+        if current is not None:  # the old session's memory, once its last request is done (inference/memory.py)
+            release_freed_memory_later(TRIM_AFTER_SWAP_S)
 
     async def _serve_fallback(self, target: int) -> OnnxClassifier | None:
         """Load the best earlier version that loads (nothing is served yet); None if none does."""
