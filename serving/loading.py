@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from inference.errors import ImgServeError, VersionNotLoadable
+from inference.reference import REFERENCE_FILE
 from inference.registry import Registry
 from inference.session import OnnxClassifier, SessionOptions
 
@@ -47,6 +48,7 @@ class VersionLoader:
         try:
             card = self.registry.card(self.name, version)
             path = self.registry.model_file(self.name, version, variant)
+            self._fetch_reference(version)
             model = OnnxClassifier.load(path, card, variant, self.session)
             model.warmup()
             if self.auto_batch and self.batch_limit > 1:
@@ -63,6 +65,16 @@ class VersionLoader:
         if self.failed.pop(key, None) is not None:
             log.info("%s loads now", model.label)
         return model
+
+
+    def _fetch_reference(self, version: int) -> None:
+        """Put the version's drift reference beside its model file, where serving/ops.py looks for it: on an
+        s3:// registry that is a (verified) download into the local cache, here in the loading thread rather
+        than on the first request. Never fails the load: without it, drift is just not tracked."""
+        try:
+            self.registry.fetch(self.name, version, REFERENCE_FILE)
+        except Exception as exc:  # noqa: BLE001 - an optional file
+            log.warning("%s v%d: could not fetch %s (drift not tracked): %s", self.name, version, REFERENCE_FILE, exc)
 
 
 def _reason(exc: Exception, path: Path | None) -> str:

@@ -19,6 +19,7 @@ from inference.reference import REFERENCE_FILE, Reference
 
 from .drift import DriftConfig, DriftMonitor
 from .predlog import PredictionLog, PredictionLogConfig
+from .predlog_sink import ObjectSink, log_url
 from .ratelimit import RateLimit, RateLimiter
 
 if TYPE_CHECKING:
@@ -26,6 +27,11 @@ if TYPE_CHECKING:
     from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
+
+
+def _sink(settings: ServeSettings) -> ObjectSink | None:
+    url = log_url(settings.models_dir, settings.prediction_log_url)
+    return ObjectSink(url, settings.cache_dir) if url else None
 
 
 class LiveOps:
@@ -39,6 +45,7 @@ class LiveOps:
             PredictionLog(PredictionLogConfig(
                 Path(settings.data_dir) / "predictions", sample=settings.prediction_log_sample,
                 images=settings.prediction_log_images, max_bytes=settings.prediction_log_max_mb * 1024 * 1024,
+                rotate_s=settings.prediction_log_rotate_s, sink=_sink(settings),
             ))
             if settings.prediction_log_sample > 0 else None
         )
@@ -55,7 +62,9 @@ class LiveOps:
         if self.limiter:
             log.info("rate limit per client and worker: %s", self.limiter.limit)
         if self.predlog:
-            log.info("prediction log: %.1f %% of requests to %s", 100 * settings.prediction_log_sample, self.predlog.root)
+            sink = self.predlog.config.sink
+            log.info("prediction log: %.1f %% of requests to %s%s", 100 * settings.prediction_log_sample,
+                     self.predlog.root, f" (finished files to {sink.url})" if isinstance(sink, ObjectSink) else "")
 
     def _reference(self, model: str, version: int) -> Reference | None:
         folder = self._dirs.get((model, version))

@@ -3,7 +3,8 @@ sampled request, with what is needed to audit and re-evaluate a model later, nev
 (``IMGSERVE_PREDICTION_LOG_IMAGES``).
 
 Where: ``<data dir>/predictions/<model>/<UTC start>-<pid>.jsonl``, one file per worker at a time, rotated at
-``max_bytes`` or ``rotate_s``; the ``keep_files`` newest files per model are kept. Images, when asked for, are
+``max_bytes`` or ``rotate_s``; the ``keep_files`` newest files per model are kept. With a ``sink`` (an s3://
+registry: serving/predlog_sink.py) each finished file is also uploaded. Images, when asked for, are
 stored once per content hash under ``<data dir>/predictions/images/``.
 
 The request path only draws a random number and, when sampled, puts a tuple on a queue (~2 us); hashing,
@@ -23,6 +24,7 @@ import random
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,6 +69,7 @@ class PredictionLogConfig:
     max_bytes: int = 64 * 1024 * 1024
     rotate_s: float = 3600.0
     keep_files: int = 200
+    sink: Callable[[Path, str], None] | None = None  # finished files (path, model): serving/predlog_sink.py
 
 
 def _iso(ts: float) -> str:
@@ -98,6 +101,7 @@ class PredictionLog:
         self._files: dict[str, tuple[IO[str], float, Path]] = {}
         self.dropped = 0
         self.written = 0
+        self.shipped = 0  # files handed to the sink
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -149,9 +153,20 @@ class PredictionLog:
                 fh.flush()
             if running:
                 time.sleep(FLUSH_PAUSE_S)
-        for fh, _, _ in self._files.values():
+        for model, (fh, _, path) in self._files.items():
             fh.close()
+            self._ship(path, model)
         self._files.clear()
+
+    def _ship(self, path: Path, model: str) -> None:
+        """A finished file to the sink (object storage), if any; a failure is logged and the local file kept."""
+        if self.config.sink is None:
+            return
+        try:
+            self.config.sink(path, model)
+            self.shipped += 1
+        except Exception:
+            log.exception("prediction log: could not upload %s (kept locally)", path)
 
     def _write(self, ts: float, model: str, version: int, variant: str, labels: tuple[str, ...],
                probabilities: Any, latency_s: float, images: list[bytes] | None, endpoint: str) -> None:
@@ -188,6 +203,7 @@ class PredictionLog:
             if ts - opened < self.config.rotate_s and fh.tell() < self.config.max_bytes:
                 return fh
             fh.close()
+            self._ship(current[2], model)
         folder = self.root / model
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.fromtimestamp(ts, UTC).strftime("%Y%m%dT%H%M%S.%f")

@@ -138,6 +138,11 @@ class ServeSettings(BaseSettings):
     prediction_log_sample: float = Field(0.0, ge=0, le=1, description="share of requests logged (0 = off)")
     prediction_log_images: bool = Field(False, description="store the images of logged requests too")
     prediction_log_max_mb: int = Field(64, ge=1, description="rotate a prediction log file at this size")
+    prediction_log_rotate_s: float = Field(3600.0, gt=0, description="... or when it is this old")
+    prediction_log_url: str | None = Field(
+        None, description="s3://bucket/prefix that rotated prediction log files are uploaded to; default "
+        "<registry>/_predictions when the registry is on s3://, none for a local registry",
+    )
     drift: bool = Field(True, description="PSI drift gauges for versions that have a reference.json")
     drift_window: int = Field(1000, ge=10, description="images per worker the drift signals are computed over")
     drift_min_samples: int = Field(200, ge=1, description="images in the window before a drift signal is reported")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 from pathlib import Path
 
 from imgserve.commands.models import add_registry_args, registry_from
@@ -18,7 +19,13 @@ def predictions_export(args: argparse.Namespace) -> int:
     from serving.predlog import export_records, read_records
 
     root = args.log_dir or default_log_dir()
-    records = read_records(root, model=args.model, since=args.since, until=args.until)
+    with tempfile.TemporaryDirectory(prefix="imgserve-predictions-") as tmp:
+        local = root
+        if str(root).startswith("s3://"):  # the uploaded files of an s3:// registry (serving/predlog_sink.py)
+            from serving.predlog_sink import ObjectSink
+
+            local = ObjectSink(str(root), os.environ.get("IMGSERVE_CACHE_DIR")).download(Path(tmp), args.model)
+        records = read_records(local, model=args.model, since=args.since, until=args.until)
     out = export_records(records, args.out)
     print(f"{len(records)} predictions from {root} -> {out}")
     return 0
@@ -39,8 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     q = psub.add_parser("export", help="the sampled prediction log as CSV or Parquet (by the file's ending)")
     q.add_argument("--out", type=Path, required=True, help="predictions.csv or predictions.parquet")
-    q.add_argument("--log-dir", type=Path, default=None,
-                   help="the log's directory (default: $IMGSERVE_DATA_DIR/predictions, i.e. data/predictions)")
+    q.add_argument("--log-dir", default=None,
+                   help="the log's directory (default: $IMGSERVE_DATA_DIR/predictions, i.e. data/predictions), or "
+                   "the s3:// prefix its files were uploaded to (e.g. s3://bucket/registry/_predictions)")
     q.add_argument("--model", default=None, help="only this model")
     q.add_argument("--since", default=None, help="ISO time, UTC (e.g. 2026-12-01T10:00)")
     q.add_argument("--until", default=None, help="ISO time, UTC, exclusive")

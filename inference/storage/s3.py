@@ -105,6 +105,14 @@ class S3Storage(Storage):
             raise Conflict(f"s3://{self.bucket}/{self.prefix}{key} was deleted meanwhile")
 
     # ---- small documents -------------------------------------------------------------------------
+    def put(self, key: str, data: bytes) -> None:
+        """An unconditional write under the prefix (append-only data beside the registry: the prediction log)."""
+        self._put(key, data)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every key under ``prefix``, relative to the root."""
+        return self._keys(prefix)[0]
+
     def get(self, key: str) -> Blob | None:
         r = self._call("get_object", key)
         return None if r is None else Blob(r["Body"].read(), r["ETag"])
