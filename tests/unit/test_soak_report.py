@@ -41,3 +41,13 @@ def test_retune_reaches_the_target_rate() -> None:
     # 16 connections, 10 ms pause, measured 800 req/s -> cycle 20 ms, latency 10 ms; 400 req/s needs 30 ms pause
     assert _retune(10.0, {"throughput": 800.0}, 400.0, 16) == 30.0
     assert _retune(10.0, {"throughput": 0.0}, 400.0, 16) == 10.0
+
+
+def test_working_set_growth_compares_every_live_worker_with_the_first_minute() -> None:
+    from benchmarks.soak_report import working_set_growth
+
+    result = working_set_growth(chunks(), settle_s=60.0)
+    # at t=60 the workers are 1 (106 MB) and 3 (110 MB): the working set is 110 MB
+    assert result["baseline_mb"] == 110.0 and result["baseline_t_s"] == 60.0
+    assert result["end_mb"] == {"1": 111.0, "3": 160.0}  # worker 2 was killed: not judged at the end
+    assert result["growth_pct"] == round(100 * 50 / 110, 1)
