@@ -13,7 +13,7 @@ from typing import Any
 
 from inference.reference import PSI_SIGNIFICANT
 
-from .serving_metrics import Scrape
+from .prom_scrape import Scrape
 
 
 def _samples(scrape: Scrape, family: str, model: str) -> list[tuple[dict[str, str], float]]:

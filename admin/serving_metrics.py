@@ -13,12 +13,13 @@ import asyncio
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from inference.errors import ImgServeError
+
+from .prom_scrape import Family, Scrape, parse
 
 STATUS_LABELS = ("status", "status_code", "code", "http_response_code", "http_status", "response_code")
 ENDPOINT_LABELS = ("endpoint", "path", "route", "handler")
@@ -29,39 +30,6 @@ class ServiceUnreachable(ImgServeError):
     http_status = 502
     grpc_code = "UNAVAILABLE"
     error_type = "service_unreachable"
-
-
-@dataclass(frozen=True)
-class Sample:
-    name: str
-    labels: dict[str, str]
-    value: float
-
-
-@dataclass(frozen=True)
-class Family:
-    name: str
-    type: str
-    samples: tuple[Sample, ...]
-
-
-@dataclass(frozen=True)
-class Scrape:
-    at: float  # time.monotonic()
-    families: dict[str, Family] = field(default_factory=dict)
-
-
-def parse(text: str, at: float | None = None) -> Scrape:
-    """Prometheus text exposition -> families by name (``_created`` samples dropped)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    families = {}
-    for fam in text_string_to_metric_families(text):
-        samples = tuple(
-            Sample(s.name, dict(s.labels), float(s.value)) for s in fam.samples if not s.name.endswith("_created")
-        )
-        families[fam.name] = Family(fam.name, fam.type, samples)
-    return Scrape(time.monotonic() if at is None else at, families)
 
 
 # ---- which family plays which role -------------------------------------------------------------------

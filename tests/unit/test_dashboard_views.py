@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from admin.confusion import find_matrix, find_png, render_png
-from admin.versions import accuracies, per_class
 from admin.gradcam import colormap, overlay, png_data_url
+from admin.versions import accuracies, per_class
 
 LABELS = ("cat", "dog", "bird")
 

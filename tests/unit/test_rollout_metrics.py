@@ -6,8 +6,8 @@ import math
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from admin.prom_scrape import parse
 from admin.rollout_metrics import rollout_figures
-from admin.serving_metrics import parse
 from inference.reference import PSI_SIGNIFICANT
 
 

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from admin.serving_metrics import find_roles, parse, quantile, summarize
+from admin.prom_scrape import parse
+from admin.serving_metrics import find_roles, quantile, summarize
 
 LAT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1)
 
