@@ -105,6 +105,15 @@ def worker_pids(server_pid: int) -> list[int]:
     return sorted(pids)
 
 
+def _started_at(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return float("inf")
+
+
 def _rss_mb(pid: int) -> float | None:
     try:
         with open(f"/proc/{pid}/status") as fh:
@@ -154,10 +163,12 @@ class Events:
             Registry(self.models).promote(self.cfg.model, self.serving, reason="soak")
             record.append(f"promote v{self.serving}")
         elif what == "kill":
-            pids = worker_pids(self.server_pid)
+            # the youngest worker (the last one started): the oldest then lives through the whole soak, and its
+            # RSS from minute 1 to the end is the long-run figure; a replacement lives minutes at most
+            pids = sorted(worker_pids(self.server_pid), key=_started_at)
             if pids:
-                os.kill(pids[0], signal.SIGKILL)
-                record.append(f"kill -9 worker {pids[0]}")
+                os.kill(pids[-1], signal.SIGKILL)
+                record.append(f"kill -9 worker {pids[-1]}")
 
 
 async def _peak(url: str, requests: list[Any], cfg: SoakConfig) -> dict[str, Any]:
