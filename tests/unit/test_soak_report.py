@@ -51,3 +51,12 @@ def test_working_set_growth_compares_every_live_worker_with_the_first_minute() -
     assert result["baseline_mb"] == 110.0 and result["baseline_t_s"] == 60.0
     assert result["end_mb"] == {"1": 111.0, "3": 160.0}  # worker 2 was killed: not judged at the end
     assert result["growth_pct"] == round(100 * 50 / 110, 1)
+
+
+def test_pass_figure_is_the_survivors_growth() -> None:
+    cfg = SoakConfig(out=Path("/tmp/x"), minutes=2, swap_every_s=30, kill_every_s=60)
+    peak = {"throughput": 140.0, "latency_ms": {"p99": 30.0}, "errors": {}}
+    result = summarize(cfg, peak, 98.0, (1, 2), chunks())
+    assert result["max_rss_growth_pct"] == round(100 * 5 / 106, 1)  # worker 1 lived throughout; 3 is a replacement
+    assert result["working_set"]["growth_pct"] == round(100 * 50 / 110, 1)
+    assert "alive from start to end" in render(result)
