@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from inference.atomic import atomic_write_bytes
+
 GENERATOR_VERSION = 1  # bump when the pictures change, so stale caches are not reused
 FASHION_MNIST_TEST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
@@ -96,15 +98,12 @@ def load_corpus(kind: str, count: int | None = None, *, seed: int = 0, cache_dir
 def _write_cache(folder: Path, suffix: str, images: list[bytes], source: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names = []
-    for i, data in enumerate(images):
+    for i, data in enumerate(images):  # unique temporary names: two benchmark runs may fill the cache at once
         name = f"{i:04d}{suffix}"
-        tmp = folder / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, folder / name)
+        atomic_write_bytes(folder / name, data)
         names.append(name)
-    tmp = folder / ".manifest.tmp"
-    tmp.write_text(json.dumps({"files": names, "source": source}))
-    os.replace(tmp, folder / "manifest.json")  # written last: a folder without it is regenerated
+    # written last: a folder without it is regenerated
+    atomic_write_bytes(folder / "manifest.json", json.dumps({"files": names, "source": source}).encode())
 
 
 def _generate(kind: str, count: int, seed: int) -> tuple[list[bytes], str]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .soak import Chunk, SoakConfig
+
+RSS_WINDOW_S = 60.0  # a worker's RSS is compared as medians over windows this long
 
 
 def working_set_growth(chunks: list[Chunk], settle_s: float) -> dict[str, Any]:
@@ -28,8 +31,8 @@ def working_set_growth(chunks: list[Chunk], settle_s: float) -> dict[str, Any]:
 
 
 def survivor_growth(chunks: list[Chunk], rss: dict[str, dict[str, float]], working_set: dict[str, Any]) -> float | None:
-    """The pass figure: RSS growth, from one minute into the soak to its end, of the workers that lived through
-    all of it (the soak kills the youngest worker, so one does). Without a survivor: the working-set figure."""
+    """The pass figure: RSS growth, from the minute after the first (median) to the last minute (median), of the
+    workers that lived through all of it (the soak kills the youngest worker, so one does). Without a survivor: the working-set figure."""
     if chunks:
         first, last = set(chunks[0].rss_mb), set(chunks[-1].rss_mb)
         survivors = [rss[pid]["growth_pct"] for pid in first & last if pid in rss]
@@ -38,22 +41,29 @@ def survivor_growth(chunks: list[Chunk], rss: dict[str, dict[str, float]], worki
     return working_set["growth_pct"]
 
 
-def rss_growth(chunks: list[Chunk], settle_s: float) -> dict[str, dict[str, float]]:
-    """Per worker: RSS ``settle_s`` into its life (first seen), at the end, and the largest, in MB and %."""
+def rss_growth(chunks: list[Chunk], settle_s: float, window_s: float = RSS_WINDOW_S) -> dict[str, dict[str, float]]:
+    """Per worker: RSS over the minute that starts ``settle_s`` into its life (first seen) and over its last
+    minute, each the median of that window's samples, and the largest single sample, in MB and %.
+
+    Medians, not single samples: a worker's RSS swings with the swap cycle (two versions in memory while one
+    replaces the other, trimmed a few seconds later): one worker with a promote every 15 s measured 255-275 MB
+    over 6 minutes, so two single samples can differ by 8 % without any growth."""
     series: dict[str, list[tuple[float, float]]] = {}
     for c in chunks:
         for pid, mb in c.rss_mb.items():
             series.setdefault(pid, []).append((c.t_s, mb))
     out = {}
     for pid, samples in series.items():
-        born = samples[0][0]
-        settled = [mb for t, mb in samples if t - born >= settle_s]
-        if len(settled) < 2:
+        born, last_t = samples[0][0], samples[-1][0]
+        settled = [(t, mb) for t, mb in samples if t - born >= settle_s]
+        if len(settled) < 2 or last_t - born < settle_s + 2 * window_s:
             continue  # killed (or started) too late to judge
-        base = settled[0]
-        out[pid] = {"baseline_mb": base, "end_mb": settled[-1], "max_mb": max(settled),
-                    "growth_pct": round(100.0 * (settled[-1] - base) / base, 1),
-                    "max_growth_pct": round(100.0 * (max(settled) - base) / base, 1)}
+        base = statistics.median(mb for t, mb in settled if t - born < settle_s + window_s)
+        end = statistics.median(mb for t, mb in settled if t > last_t - window_s)
+        peak = max(mb for _, mb in settled)
+        out[pid] = {"baseline_mb": base, "end_mb": end, "max_mb": peak,
+                    "growth_pct": round(100.0 * (end - base) / base, 1),
+                    "max_growth_pct": round(100.0 * (peak - base) / base, 1)}
     return out
 
 
@@ -102,7 +112,7 @@ def render(result: dict[str, Any], every_s: float = 60.0) -> str:
         f"| failed requests elsewhere | {result['failed_elsewhere']} |",
         f"| worker RSS one minute in (largest) | {result['working_set']['baseline_mb']} MB |",
         f"| worker RSS at the end | {', '.join(f'{mb:.0f}' for mb in result['working_set']['end_mb'].values())} MB |",
-        f"| RSS growth of the worker(s) alive from start to end, minute 1 -> end | {result['max_rss_growth_pct']} % |",
+        f"| RSS growth of the worker(s) alive from start to end (median of minute 2 -> median of the last minute) | {result['max_rss_growth_pct']} % |",
         f"| largest end RSS vs the workers' RSS one minute in | {result['working_set']['growth_pct']} % |",
         f"| largest growth of a worker from its own first minute | {result['max_rss_growth_pct_own_first_minute']} % |",
         "",

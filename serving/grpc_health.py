@@ -42,7 +42,9 @@ class ReadinessHealth:
             serving = False
         if serving != self._serving:
             status = _STATUS.SERVING if serving else _STATUS.NOT_SERVING
-            for service in SERVICES:
+            # ``set`` awaits (it wakes watchers), so a Check can land between two services: the server as a
+            # whole ("") is SERVING only once every service is, and NOT_SERVING before any of them is.
+            for service in reversed(SERVICES) if serving else SERVICES:
                 await self.servicer.set(service, status)
             if self._serving is not None:
                 log.info("gRPC health: %s", _STATUS.ServingStatus.Name(status))

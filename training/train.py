@@ -138,8 +138,30 @@ def train(
     np.savez_compressed(
         out / HELDOUT_FILE, x_test=dataset.test.x, y_test=dataset.test.y, x_calib=calib.x, y_calib=calib.y
     )
+    summary = _summary(config, evaluation, dataset, history, train_seconds, time.perf_counter() - t_start,
+                       int(model.count_params()), stopped_by_budget="time_budget" in seen, loads=loads)
+    atomic_write_json(out / SUMMARY_FILE, summary)
+    sink({"event": "done", **{k: summary[k] for k in ("test_accuracy", "best_epoch", "train_seconds")}})
+    log.info("test accuracy %.4f on %d %s images; trained %d epochs in %.0fs", evaluation.accuracy,
+             evaluation.count, dataset.test_source, summary["epochs_run"], train_seconds)
+    return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
+
+
+def _summary(
+    config: TrainConfig,
+    evaluation: Any,
+    dataset: Dataset,
+    history: dict[str, list[float]],
+    train_seconds: float,
+    total_seconds: float,
+    params: int,
+    *,
+    stopped_by_budget: bool,
+    loads: list[float],
+) -> dict[str, Any]:
+    """What summary.json records about a finished run."""
     val_acc = history.get("val_accuracy", [0.0])
-    summary = {
+    return {
         "test_accuracy": evaluation.accuracy,
         "test_images": evaluation.count,
         "test_source": dataset.test_source,
@@ -147,25 +169,14 @@ def train(
         "best_epoch": int(np.argmax(val_acc)) + 1,
         "epochs_run": len(val_acc),
         "stopped_by": "time budget"
-        if "time_budget" in seen
+        if stopped_by_budget
         else ("early stopping" if len(val_acc) < config.epochs else "epochs"),
         "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - t_start, 1),
-        "params": int(model.count_params()),
+        "total_seconds": round(total_seconds, 1),
+        "params": params,
         "machine": machine_load(loads),
         "command": config.command,
     }
-    atomic_write_json(out / SUMMARY_FILE, summary)
-    sink({"event": "done", **{k: summary[k] for k in ("test_accuracy", "best_epoch", "train_seconds")}})
-    log.info(
-        "test accuracy %.4f on %d %s images; trained %d epochs in %.0fs",
-        evaluation.accuracy,
-        evaluation.count,
-        dataset.test_source,
-        summary["epochs_run"],
-        train_seconds,
-    )
-    return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
 
 
 def _fit(

@@ -28,6 +28,7 @@ _OPTIONS = {
     "--label-smoothing": "label_smoothing",
     "--max-train-samples": "max_train_samples",
     "--time-budget-min": "time_budget_minutes",
+    "--shift": "shift",
 }
 
 
@@ -93,6 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--augment", action="store_true", help="random flips (where labels allow) and small shifts"
+    )
+    p.add_argument(
+        "--shift",
+        type=float,
+        default=d.shift,
+        help=f"with --augment: max random translation as a fraction of the image side (default {d.shift}; 0: none)",
     )
     p.add_argument(
         "--time-budget-min",

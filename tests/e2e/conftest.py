@@ -19,6 +19,7 @@ import pytest
 
 from inference.registry import Registry
 from tests.e2e.processes import stop
+from tests.fixtures import register_tiny
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -61,8 +62,15 @@ def server_env(registry: Registry, home: Path, **settings: object) -> dict[str, 
 
 @contextlib.contextmanager
 def running_server(
-    registry: Registry, tmp: Path, *, via_cli: bool = False, wait_ready: bool = True,
-    extra_args: tuple[str, ...] = (), scheme: str = "http", verify: Any = True, **settings: object
+    registry: Registry,
+    tmp: Path,
+    *,
+    via_cli: bool = False,
+    wait_ready: bool = True,
+    extra_args: tuple[str, ...] = (),
+    scheme: str = "http",
+    verify: Any = True,
+    **settings: object,
 ) -> Iterator[Server]:
     port = free_port()
     if via_cli:
@@ -73,7 +81,11 @@ def running_server(
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=server_env(registry, tmp / "bentoml", **settings), stdout=out, stderr=subprocess.STDOUT,
+            cmd,
+            cwd=ROOT,
+            env=server_env(registry, tmp / "bentoml", **settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: teardown reaches the arbiter and its workers
         )
     server = Server(f"{scheme}://127.0.0.1:{port}", proc, log, registry, verify=verify)
@@ -82,6 +94,22 @@ def running_server(
         yield server
     finally:
         stop(proc)
+
+
+@contextlib.contextmanager
+def tiny_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    *,
+    model: dict[str, Any] | None = None,
+    **settings: Any,
+) -> Iterator[Server]:
+    """A server on a fresh temp registry holding one tiny model (``register_tiny(**model)``, production)."""
+    tmp = tmp_path_factory.mktemp(name)
+    registry = Registry(tmp / "models")
+    register_tiny(registry, **(model or {}))
+    with running_server(registry, tmp, **settings) as server:
+        yield server
 
 
 def wait_until(server: Server, path: str, timeout: float = 60.0) -> float:

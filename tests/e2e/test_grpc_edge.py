@@ -21,7 +21,7 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from inference.registry import Registry
-from tests.e2e.conftest import Server, free_port, running_server
+from tests.e2e.conftest import Server, free_port, running_server, tiny_server
 from tests.fixtures import encode_image, register_tiny, sample_image
 
 pytestmark = pytest.mark.e2e
@@ -135,11 +135,8 @@ def test_grpc_over_tls_with_the_inference_token(tls_server: tuple[Server, int, P
 # ---- finding 9: a burst is answered OK or UNAVAILABLE, never CANCELLED ---------------------------------
 @pytest.fixture(scope="module")
 def burst_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
-    tmp = tmp_path_factory.mktemp("grpc-burst")
-    registry = Registry(tmp / "models")
-    register_tiny(registry)
     grpc_port = free_port()
-    with running_server(registry, tmp, workers=1, poll_interval_s=0, grpc_port=grpc_port, max_queue=64) as server:
+    with tiny_server(tmp_path_factory, "grpc-burst", workers=1, poll_interval_s=0, grpc_port=grpc_port, max_queue=64) as server:
         yield server, grpc_port
 
 

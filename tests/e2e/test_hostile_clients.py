@@ -17,9 +17,8 @@ import psutil
 import pytest
 import requests
 
-from inference.registry import Registry
-from tests.e2e.conftest import Server, running_server
-from tests.fixtures import encode_image, register_tiny, sample_image
+from tests.e2e.conftest import Server, tiny_server
+from tests.fixtures import encode_image, sample_image
 
 pytestmark = pytest.mark.e2e
 
@@ -31,11 +30,8 @@ TOO_BIG = 30 * 1024 * 1024  # the issue's 30 MB /predict; the limit is the defau
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("hostile")
-    registry = Registry(tmp / "models")
-    register_tiny(registry)
-    with running_server(
-        registry, tmp, workers=1, poll_interval_s=0, header_timeout_s=HEADER_TIMEOUT_S,
+    with tiny_server(
+        tmp_path_factory, "hostile", workers=1, poll_interval_s=0, header_timeout_s=HEADER_TIMEOUT_S,
         body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS,
     ) as s:
         yield s

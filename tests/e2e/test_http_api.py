@@ -8,11 +8,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from inference.registry import Registry
 from serving.metrics import METRIC_NAMES
-from tests.e2e.conftest import Server, running_server
+from tests.e2e.conftest import Server, tiny_server
 from tests.e2e.images import animated_gif, exif_rotated_pngs, png_bomb, truncated_jpeg
-from tests.fixtures import encode_image, register_tiny, sample_image
+from tests.fixtures import encode_image, sample_image
 
 pytestmark = pytest.mark.e2e
 
@@ -22,11 +21,8 @@ MAX_IMAGE_BYTES = 300_000
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("http-api")
-    registry = Registry(tmp / "models")
-    register_tiny(registry)
-    with running_server(
-        registry, tmp, poll_interval_s=0, max_batch_images=8, max_image_bytes=MAX_IMAGE_BYTES, admin_token=TOKEN,
+    with tiny_server(
+        tmp_path_factory, "http-api", poll_interval_s=0, max_batch_images=8, max_image_bytes=MAX_IMAGE_BYTES, admin_token=TOKEN,
         lanes=2, decode_threads=2,
     ) as srv:
         yield srv

@@ -11,18 +11,14 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from inference.registry import Registry
-from tests.e2e.conftest import Server, free_port, running_server
-from tests.fixtures import encode_image, register_tiny, sample_image
+from tests.e2e.conftest import Server, free_port, tiny_server
+from tests.fixtures import encode_image, sample_image
 
 
 @pytest.fixture(scope="module")
 def oip_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, int]]:
-    tmp = tmp_path_factory.mktemp("oip")
-    registry = Registry(tmp / "models")
-    register_tiny(registry)
     grpc_port = free_port()
-    with running_server(registry, tmp, grpc_port=grpc_port) as server:
+    with tiny_server(tmp_path_factory, "oip", grpc_port=grpc_port) as server:
         yield server, grpc_port
 
 

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from inference.registry import Registry
-from tests.e2e.conftest import Server, running_server
-from tests.fixtures import encode_image, register_tiny, sample_image
+from tests.e2e.conftest import Server, tiny_server
+from tests.fixtures import encode_image, sample_image
 
 pytestmark = pytest.mark.e2e
 
@@ -20,12 +19,16 @@ IMAGE = encode_image(sample_image((64, 64), "L"), "PNG")
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("overload")
-    registry = Registry(tmp / "models")
     # 4 full-resolution 3x3 conv layers at 128x128: ~15-20 ms of real ONNX Runtime work per image on one core.
-    register_tiny(registry, height=128, width=128, conv_layers=4, filters=64)
-    with running_server(
-        registry, tmp, max_queue=2, lanes=1, decode_threads=1, max_batch_size=4, poll_interval_s=0
+    with tiny_server(
+        tmp_path_factory,
+        "overload",
+        model={"height": 128, "width": 128, "conv_layers": 4, "filters": 64},
+        max_queue=2,
+        lanes=1,
+        decode_threads=1,
+        max_batch_size=4,
+        poll_interval_s=0,
     ) as srv:
         yield srv
 
@@ -55,7 +58,9 @@ def test_tiny_queue_sheds_with_503_and_retry_after(server: Server) -> None:
     statuses = check_shed(responses)
     assert statuses[200] >= 1 and statuses[503] >= 1, statuses
     messages = {r.json()["error"] for r in responses if r.status_code == 503}
-    assert any("queue is full" in m for m in messages), messages  # the batcher's own bound, not only admission
+    assert any("queue is full" in m for m in messages), (
+        messages
+    )  # the batcher's own bound, not only admission
 
 
 def test_burst_of_256_answers_only_200_or_503(server: Server) -> None:
