@@ -1,4 +1,8 @@
-"""The HTTP/1.1 connection edge: uvicorn's h11 protocol with the limits a hostile or broken client needs.
+"""The HTTP/1.1 connection edge: uvicorn's HTTP protocol with the limits a hostile or broken client needs.
+
+On uvicorn's httptools protocol (C parser; serving/connection_httptools.py) when httptools is installed (the
+serve extra installs it), else on its h11 protocol (pure Python; :class:`EdgeH11Protocol` below); the limits,
+timers and answers live once, in :class:`EdgeProtocol`. ``IMGSERVE_HTTP_PARSER`` picks one explicitly.
 
 Used by the service's BentoML workers (serving/uvicorn_config.py puts it in every ``uvicorn.Config``) and by
 the admin runner. What it adds to uvicorn, and why (each found by probing a running server):
@@ -23,6 +27,7 @@ Every answer here is the one JSON error shape (serving/edge.py).
 from __future__ import annotations
 
 import asyncio
+import enum
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +49,7 @@ class ConnectionLimits:
     max_connections: int = 1000
     linger_s: float = 30.0
     linger_idle_s: float = 5.0
+    parser: str = "auto"  # auto (httptools when installed, else h11), httptools or h11
 
 
 _REASONS = {408: "Request Timeout", 413: "Payload Too Large", 431: "Request Header Fields Too Large",
@@ -93,9 +99,9 @@ class _Connection(h11.Connection):
 
 class _LingeringTransport:
     """The socket transport as uvicorn sees it: ``close()`` becomes a lingering close when the client is
-    still sending (see :meth:`EdgeH11Protocol.close_transport`); everything else is the real transport's."""
+    still sending (see :meth:`EdgeProtocol.close_transport`); everything else is the real transport's."""
 
-    def __init__(self, transport: asyncio.Transport, protocol: EdgeH11Protocol):
+    def __init__(self, transport: asyncio.Transport, protocol: EdgeProtocol):
         self._transport = transport
         self._protocol = protocol
 
@@ -109,15 +115,33 @@ class _LingeringTransport:
         return getattr(self._transport, name)
 
 
-class EdgeH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus the limits of :class:`ConnectionLimits` (``limits``: set by
-    :func:`protocol_class`)."""
+class ClientState(enum.Enum):
+    """Where the client is in its current request, as the HTTP parser saw it."""
+
+    IDLE = "idle"  # between requests, nothing of the next one received
+    HEAD = "head"  # part of a request line/headers received
+    BODY = "body"  # headers complete, body still coming
+    DONE = "done"  # request complete (response pending or sent)
+    ERROR = "error"  # the parser refused the request
+
+
+class EdgeProtocol:
+    """The limits of :class:`ConnectionLimits` on top of a uvicorn HTTP/1.1 protocol class (a mixin: put it
+    first, as in ``class EdgeH11Protocol(EdgeProtocol, H11Protocol)``). The parser-specific subclass says where
+    the client is (:meth:`client_state`) and feeds data; everything else (timers, refusals, the lingering
+    close, connections per worker) is here, once for both parsers."""
 
     limits: ConnectionLimits = ConnectionLimits()
+    # provided by uvicorn's protocol classes
+    loop: asyncio.AbstractEventLoop
+    cycle: Any
+    flow: Any
+    connections: set[Any]
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.conn = _Connection(self.limits.max_header_bytes)
+    def client_state(self) -> ClientState:
+        raise NotImplementedError
+
+    def _edge_init(self) -> None:
         self.lingering = False
         self._raw: asyncio.Transport | None = None
         self._lost = False
@@ -127,9 +151,9 @@ class EdgeH11Protocol(H11Protocol):
         self._linger_until = 0.0
 
     # ---- connection lifecycle ----------------------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:
         self._raw = transport
-        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[arg-type]
+        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[misc]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(Overloaded(f"this worker holds {self.limits.max_connections} connections", retry_after=1))
             return
@@ -140,7 +164,7 @@ class EdgeH11Protocol(H11Protocol):
         for timer in (self._header_timer, self._body_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def data_received(self, data: bytes) -> None:
         if self.lingering:  # discard: the answer is out; the client is still sending its body
@@ -149,36 +173,22 @@ class EdgeH11Protocol(H11Protocol):
             else:
                 self._rearm_linger()
             return
-        if self.conn.their_state is h11.IDLE and self._header_timer is None:  # first byte of a new request
+        if self.client_state() is ClientState.IDLE and self._header_timer is None:  # a new request's first byte
             self._header_timer = self.loop.call_later(self.limits.header_timeout_s, self._header_timeout)
-        super().data_received(data)
+        super().data_received(data)  # type: ignore[misc]
         if self.lingering or self._lost:
             return
-        state = self.conn.their_state
-        if state is not h11.IDLE and self._header_timer is not None:
+        state = self.client_state()
+        if state not in (ClientState.IDLE, ClientState.HEAD) and self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        if state is h11.SEND_BODY:
+        if state is ClientState.BODY:
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
-    def shutdown(self) -> None:
-        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
-        if self.lingering:
-            self._raw_close()
-            return
-        try:
-            super().shutdown()
-        except h11.LocalProtocolError:  # a request we refused below the app left h11 mid-exchange
-            self._raw_close()
-
     # ---- refusals below the app --------------------------------------------------------------------
-    def send_400_response(self, msg: str) -> None:
-        """h11 refused the request head (too large, malformed): the one JSON shape, not uvicorn's text/plain."""
-        self._refuse(self.conn.refusal or InvalidInput("malformed HTTP request"))
-
     def _refuse(self, exc: ImgServeError) -> None:
         if self.cycle is not None:
             self.cycle.disconnected = True  # the app, if running, sees a disconnect; its answer goes nowhere
@@ -189,16 +199,17 @@ class EdgeH11Protocol(H11Protocol):
 
     def _header_timeout(self) -> None:
         self._header_timer = None
-        if self.lingering or self._lost or self.conn.their_state is not h11.IDLE:
+        if self.lingering or self._lost:
             return
-        if self.conn.trailing_data[0]:  # part of a request head arrived, not all of it
+        state = self.client_state()
+        if state is ClientState.HEAD:  # part of a request head arrived, not all of it
             self._refuse(RequestTimeout(f"the request headers were not complete within {self.limits.header_timeout_s:g} s"))
-        else:  # a connection that never started a request: close it quietly, as an idle keep-alive one
+        elif state is ClientState.IDLE:  # a connection that never started a request: close it quietly
             self._raw_close()
 
     def _body_timeout(self) -> None:
         self._body_timer = None
-        if self.lingering or self._lost or self.conn.their_state is not h11.SEND_BODY:
+        if self.lingering or self._lost or self.client_state() is not ClientState.BODY:
             return
         waiting = self.cycle is not None and self.cycle.waiting_for_100_continue
         if self.flow.read_paused or waiting:  # we are not reading (back-pressure / 100-continue): not a stall
@@ -216,8 +227,7 @@ class EdgeH11Protocol(H11Protocol):
         refused): then half-close and keep reading until it stops, so it reads our answer instead of a reset."""
         if self.lingering:
             return
-        state = self.conn.their_state
-        pending = state in (h11.SEND_BODY, h11.ERROR) or (state is h11.IDLE and bool(self.conn.trailing_data[0]))
+        pending = self.client_state() in (ClientState.HEAD, ClientState.BODY, ClientState.ERROR)
         if self._lost or not (pending or force_linger):
             self._raw_close()
             return
@@ -244,6 +254,53 @@ class EdgeH11Protocol(H11Protocol):
             self._raw.close()
 
 
-def protocol_class(limits: ConnectionLimits) -> type[EdgeH11Protocol]:
-    """An :class:`EdgeH11Protocol` bound to ``limits``, to pass as ``uvicorn.Config(http=...)``."""
-    return type("EdgeH11Protocol", (EdgeH11Protocol,), {"limits": limits})
+_H11_STATES = {h11.SEND_BODY: ClientState.BODY, h11.ERROR: ClientState.ERROR}
+
+
+class EdgeH11Protocol(EdgeProtocol, H11Protocol):
+    """uvicorn's h11 protocol (pure Python) with the connection edge."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn = _Connection(self.limits.max_header_bytes)
+        self._edge_init()
+
+    def client_state(self) -> ClientState:
+        state = self.conn.their_state
+        if state is h11.IDLE:
+            return ClientState.HEAD if self.conn.trailing_data[0] else ClientState.IDLE
+        return _H11_STATES.get(state, ClientState.DONE)
+
+    def shutdown(self) -> None:
+        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
+        if self.lingering:
+            self._raw_close()
+            return
+        try:
+            super().shutdown()
+        except h11.LocalProtocolError:  # a request we refused below the app left h11 mid-exchange
+            self._raw_close()
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 refused the request head (too large, malformed): the one JSON shape, not uvicorn's text/plain."""
+        self._refuse(self.conn.refusal or InvalidInput("malformed HTTP request"))
+
+
+def protocol_class(limits: ConnectionLimits) -> type[EdgeProtocol]:
+    """The connection edge bound to ``limits``, to pass as ``uvicorn.Config(http=...)``: on httptools (C,
+    llhttp) when ``limits.parser`` is httptools, or auto and httptools is installed; else on h11 (pure Python)."""
+    base: type[EdgeProtocol] = EdgeH11Protocol
+    parser = limits.parser
+    if parser == "httptools" or (parser == "auto" and _have_httptools()):
+        from .connection_httptools import EdgeHttpToolsProtocol
+
+        base = EdgeHttpToolsProtocol
+    elif parser not in ("auto", "h11"):
+        raise ValueError(f"unknown HTTP parser {parser!r}: auto, h11 or httptools")
+    return type(base.__name__, (base,), {"limits": limits})
+
+
+def _have_httptools() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("httptools") is not None

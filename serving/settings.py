@@ -105,6 +105,9 @@ class ServeSettings(BaseSettings):
     linger_s: float = Field(
         30.0, ge=0, description="after refusing a body, read and discard what the client still sends for this long"
     )
+    http_parser: Literal["auto", "httptools", "h11"] = Field(
+        "auto", description="HTTP/1.1 parser under the connection edge: httptools (C) when installed, else h11"
+    )
 
     drain_s: float = Field(
         15.0, ge=0, le=3600,
@@ -265,6 +268,7 @@ class ServeSettings(BaseSettings):
             body_timeout_s=self.body_timeout_s,
             max_connections=self.max_connections,
             linger_s=self.linger_s,
+            parser=self.http_parser,
         )
 
     def batching(self, models: int = 1) -> BatchingConfig:

@@ -41,7 +41,7 @@ def explicit_flag(argv: Sequence[str]) -> bool:
 
 
 def configure_uvicorn(seconds: int, limits: ConnectionLimits | None = None, argv: Sequence[str] | None = None) -> bool:
-    """Make uvicorn servers configured from now on in this process use :class:`EdgeH11Protocol` with
+    """Make uvicorn servers configured from now on in this process use the connection edge with
     ``limits`` and keep idle connections ``seconds`` seconds. The keep-alive is left alone (returns False)
     when the command line already sets BentoML's flag. Idempotent: one wrapper, the latest values."""
     global _seconds, _protocol
@@ -58,7 +58,7 @@ def configure_uvicorn(seconds: int, limits: ConnectionLimits | None = None, argv
             original(self, *args, **kwargs)
             if _seconds is not None:
                 self.timeout_keep_alive = _seconds
-            if _protocol is not None and self.http in ("auto", "h11"):
+            if _protocol is not None and self.http in ("auto", "h11", "httptools"):
                 self.http = _protocol
                 self.h11_max_incomplete_event_size = _protocol.limits.max_header_bytes
 

@@ -28,11 +28,12 @@ MAX_CONNECTIONS = 700
 TOO_BIG = 30 * 1024 * 1024  # the issue's 30 MB /predict; the limit is the default 10 MiB
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+@pytest.fixture(scope="module", params=["httptools", "h11"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Every test runs against both parsers under the connection edge (serving/connection*.py)."""
     with tiny_server(
-        tmp_path_factory, "hostile", workers=1, poll_interval_s=0, header_timeout_s=HEADER_TIMEOUT_S,
-        body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS,
+        tmp_path_factory, f"hostile-{request.param}", workers=1, poll_interval_s=0, header_timeout_s=HEADER_TIMEOUT_S,
+        body_timeout_s=BODY_TIMEOUT_S, max_connections=MAX_CONNECTIONS, http_parser=request.param,
     ) as s:
         yield s
 
@@ -101,6 +102,24 @@ def test_requests_reads_the_413_of_a_30_mb_body_with_and_without_keep_alive(serv
     assert multipart.status_code == 413 and multipart.json()["type"] == "payload_too_large"
     _predict_ok(server)
 
+
+
+def test_a_keep_alive_connection_answered_early_reads_past_the_body_and_serves_the_next_request(server: Server) -> None:
+    """The 413 goes out from Content-Length before the body; a client that then sends the body anyway and its
+    next request on the same connection gets that request answered (the body is read and discarded)."""
+    size = 10 * 1024 * 1024 + 1
+    with _connect(server) as s:
+        s.sendall(f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: {size}\r\n\r\n".encode())
+        first = s.recv(65536)
+        assert first.startswith(b"HTTP/1.1 413"), first[:200]
+        s.sendall(b"\0" * size)
+        s.sendall(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        deadline, second = time.monotonic() + 20, b""
+        while b"HTTP/1.1 200" not in second and time.monotonic() < deadline:
+            if not (chunk := s.recv(65536)):
+                break
+            second += chunk
+    assert b"HTTP/1.1 200" in second, second[:300]
 
 # ---- finding 2: header limits, timeouts, connections, memory --------------------------------------------
 def test_a_1_mb_header_line_is_refused_with_431_and_normal_headers_pass(server: Server) -> None:

@@ -9,7 +9,7 @@ import pytest
 import uvicorn
 
 from serving import uvicorn_config as keepalive
-from serving.connection import ConnectionLimits, EdgeH11Protocol
+from serving.connection import ConnectionLimits, EdgeH11Protocol, EdgeProtocol, protocol_class
 from serving.settings import ServeSettings
 
 
@@ -39,7 +39,7 @@ def test_installs_the_connection_edge_with_its_limits() -> None:
     limits = ConnectionLimits(max_header_bytes=4096, header_timeout_s=3)
     keepalive.configure_uvicorn(120, limits, argv=[])
     config = _config()
-    assert issubclass(config.http, EdgeH11Protocol) and config.http.limits == limits
+    assert issubclass(config.http, EdgeProtocol) and config.http.limits == limits
     assert config.h11_max_incomplete_event_size == 4096
     assert ServeSettings(max_header_bytes=8192).connection_limits().max_header_bytes == 8192
 
@@ -50,7 +50,17 @@ def test_an_explicit_bentoml_flag_wins(argv: list[str]) -> None:
     assert keepalive.configure_uvicorn(120, argv=argv) is False
     assert _config(timeout_keep_alive=30).timeout_keep_alive == 30
     assert keepalive.effective_keep_alive() is None
-    assert issubclass(_config().http, EdgeH11Protocol)  # the connection edge applies all the same
+    assert issubclass(_config().http, EdgeProtocol)  # the connection edge applies all the same
+
+
+def test_parser_choice() -> None:
+    from serving.connection_httptools import EdgeHttpToolsProtocol
+
+    assert issubclass(protocol_class(ConnectionLimits()), EdgeHttpToolsProtocol)  # the serve extra installs httptools
+    assert issubclass(protocol_class(ConnectionLimits(parser="h11")), EdgeH11Protocol)
+    assert ServeSettings(http_parser="h11").connection_limits().parser == "h11"
+    with pytest.raises(ValueError, match="unknown HTTP parser"):
+        protocol_class(ConnectionLimits(parser="picohttp"))
 
 
 def test_default_outlives_common_client_idle_timeouts() -> None:
