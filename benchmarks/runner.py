@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from training import progress
+
 from .corpus import Corpus, load_corpus
 from .points import aggregate, measure_point, sanity_check, target_url
 from .procs import ServerFailed, ServerProcess, free_port, running
@@ -174,27 +176,34 @@ class Suite:
     def sweep(self, entry: dict[str, Any], live: list[TargetDef], ports: dict[str, int], ctx: BuildContext,
               corpus: Corpus, server: ServerProcess) -> None:
         cfg = self.cfg
-        for rep in range(cfg.repeats):
-            for c in cfg.concurrency:
-                for t in live:
-                    if self.elapsed() > self.deadline + 30:
-                        entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
-                        continue
-                    url = target_url(t, ports, ctx.workload.card.name)
-                    metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
-                    raw = (cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz"
-                           if cfg.raw else None)
-                    point = measure_point(t, url, corpus, c, cfg, server, metrics_url, raw)
-                    point["repeat"] = rep
-                    entry["targets"][t.name]["runs"][str(c)].append(point)
-                    log.info("%-16s %-14s c=%-3d rep=%d  %8.1f req/s  p50 %.2f ms  p99 %.2f ms  errors %s",
-                             entry["workload"]["name"], t.name, c, rep, point["throughput"],
-                             point["latency_ms"]["p50"], point["latency_ms"]["p99"], point["errors"] or 0)
+        total = cfg.repeats * len(cfg.concurrency) * len(live)
+        with progress.bar(f"{entry['workload']['name']}: {', '.join(t.name for t in live)}", total, log) as report:
+            for rep in range(cfg.repeats):
+                for c in cfg.concurrency:
+                    for t in live:
+                        if self.elapsed() > self.deadline + 30:
+                            entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
+                            continue
+                        point = self._point(entry, t, c, rep, ports, ctx, corpus, server)
+                        report(f"{entry['workload']['name']:<16} {t.name:<14} c={c:<3d} rep={rep}  "
+                               f"{point['throughput']:8.1f} req/s  p50 {point['latency_ms']['p50']:.2f} ms  "
+                               f"p99 {point['latency_ms']['p99']:.2f} ms  errors {point['errors'] or 0}")
         for t in live:
             runs = entry["targets"][t.name]["runs"]
             entry["targets"][t.name]["points"] = [
                 {"concurrency": int(c), **aggregate(rs)} for c, rs in runs.items() if rs
             ]
+
+    def _point(self, entry: dict[str, Any], t: TargetDef, c: int, rep: int, ports: dict[str, int],
+               ctx: BuildContext, corpus: Corpus, server: ServerProcess) -> dict[str, Any]:
+        cfg = self.cfg
+        url = target_url(t, ports, ctx.workload.card.name)
+        metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
+        raw = cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz" if cfg.raw else None
+        point = measure_point(t, url, corpus, c, cfg, server, metrics_url, raw)
+        point["repeat"] = rep
+        entry["targets"][t.name]["runs"][str(c)].append(point)
+        return point
 
 
 def reference_label(resolved: ResolvedWorkload, variant: str, corpus: Corpus) -> str:

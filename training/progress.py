@@ -48,6 +48,35 @@ def step(name: str) -> Iterator[None]:
     out.print(f"[green]✓[/green] {name} [dim]({time.perf_counter() - t0:.1f}s)[/dim]")
 
 
+@contextlib.contextmanager
+def bar(description: str, total: int, logger: logging.Logger = log) -> Iterator[Callable[[str], None]]:
+    """``total`` steps (benchmark points, ...): yields ``report(line)``, called once per finished step. On a
+    terminal the line is printed above a bar with steps done, elapsed time and ETA; otherwise it is an INFO
+    line of ``logger`` (files, pipes, CI)."""
+    if not interactive():
+        yield logger.info
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=console()) as progress:
+        task = progress.add_task(description, total=total)
+
+        def report(line: str) -> None:
+            progress.console.print(line, markup=False, highlight=False)
+            progress.advance(task)
+
+        yield report
+
+
 def machine_load(loads: list[float]) -> dict[str, Any]:
     """CPU count and load average (1 min) at the start, the highest seen at an epoch end, and the mean:
     training time means little without knowing whether other jobs shared the CPU."""
