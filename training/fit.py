@@ -110,19 +110,11 @@ class BatchBar(keras.callbacks.Callback):
 
     def __init__(self, epochs: int, steps: int):
         super().__init__()
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import Progress, TextColumn
 
         self.epochs, self.steps, self.task = epochs, steps, None
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[metrics]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            *progress.bar_columns(TextColumn("{task.fields[metrics]}")),
             console=progress.console(),
         )
 

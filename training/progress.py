@@ -48,6 +48,21 @@ def step(name: str) -> Iterator[None]:
     out.print(f"[green]✓[/green] {name} [dim]({time.perf_counter() - t0:.1f}s)[/dim]")
 
 
+def bar_columns(*middle: Any) -> tuple[Any, ...]:
+    """The columns of every progress bar: description, bar, n/total, ``middle`` (e.g. running metrics),
+    elapsed, ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *middle,
+            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+
+
 @contextlib.contextmanager
 def bar(description: str, total: int, logger: logging.Logger = log) -> Iterator[Callable[[str], None]]:
     """``total`` steps (benchmark points, ...): yields ``report(line)``, called once per finished step. On a
@@ -56,18 +71,9 @@ def bar(description: str, total: int, logger: logging.Logger = log) -> Iterator[
     if not interactive():
         yield logger.info
         return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import Progress
 
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console()) as progress:
+    with Progress(*bar_columns(), console=console()) as progress:
         task = progress.add_task(description, total=total)
 
         def report(line: str) -> None:
