@@ -69,6 +69,11 @@ def error_bytes(exc: ImgServeError) -> bytes:
     return head.encode("latin-1") + b"\r\n" + body
 
 
+def head_too_large(limit: int) -> HeadersTooLarge:
+    """The 431 of either parser."""
+    return HeadersTooLarge(f"the request line and headers are over the limit of {limit} bytes")
+
+
 class _Connection(h11.Connection):
     """h11 with a bound on the whole request head, complete or not, remembering why it refused a request."""
 
@@ -93,7 +98,7 @@ class _Connection(h11.Connection):
 
     def _refusal(self, exc: h11.RemoteProtocolError) -> ImgServeError:
         if exc.error_status_hint == 431:
-            return HeadersTooLarge(f"the request line and headers are over the limit of {self.max_header_bytes} bytes")
+            return head_too_large(self.max_header_bytes)
         return InvalidInput(f"malformed HTTP request: {str(exc)[:200]}")
 
 

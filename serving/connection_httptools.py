@@ -20,9 +20,9 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from inference.errors import HeadersTooLarge, ImgServeError, InvalidInput
+from inference.errors import ImgServeError, InvalidInput
 
-from .connection import ClientState, EdgeProtocol
+from .connection import ClientState, EdgeProtocol, head_too_large
 
 
 class _HeadTooLarge(Exception):
@@ -52,7 +52,7 @@ class EdgeHttpToolsProtocol(EdgeProtocol, HttpToolsProtocol):
         if in_head and self._state is ClientState.HEAD and not self.lingering and not self._lost:
             self._head_raw += len(data)
             if self._head_raw > self.limits.max_header_bytes:
-                self._refuse(self._too_large())
+                self._refuse(head_too_large(self.limits.max_header_bytes))
 
     # ---- parser callbacks --------------------------------------------------------------------------
     def on_message_begin(self) -> None:
@@ -88,11 +88,8 @@ class EdgeHttpToolsProtocol(EdgeProtocol, HttpToolsProtocol):
     def _count(self, size: int) -> None:
         self._head_bytes += size
         if self._head_bytes > self.limits.max_header_bytes:
-            self._refusal = self._too_large()
+            self._refusal = head_too_large(self.limits.max_header_bytes)
             raise _HeadTooLarge
-
-    def _too_large(self) -> HeadersTooLarge:
-        return HeadersTooLarge(f"the request line and headers are over the limit of {self.limits.max_header_bytes} bytes")
 
     # ---- refusals and shutdown ---------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
