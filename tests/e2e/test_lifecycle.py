@@ -72,8 +72,11 @@ def test_becomes_ready_when_a_version_is_published(server: Server, grpc_port: in
     while httpx.get(server.url + "/readyz").status_code != 200:
         assert time.monotonic() - t0 < 10, server.log_text()[-2000:]
         time.sleep(0.05)
-    resp = httpx.post(server.url + "/predict", content=encode_image(sample_image(), "PNG"),
-                      headers={"content-type": "image/png"})
+    # /readyz answered from one worker; each request may reach the other, which may load a moment later
+    while (resp := httpx.post(server.url + "/predict", content=encode_image(sample_image(), "PNG"),
+                              headers={"content-type": "image/png"})).status_code == 503:
+        assert resp.json()["type"] == "not_ready" and time.monotonic() - t0 < 10, resp.text
+        time.sleep(0.05)
     assert resp.status_code == 200 and resp.json()["model"]["version"] == 1
     # gRPC health follows readiness within its 0.5 s sync interval, in every worker (each call may reach another)
     deadline = time.monotonic() + 5
