@@ -193,6 +193,13 @@ class EdgeProtocol:
         if state is ClientState.BODY:
             self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timeout)
 
+    def shutdown(self) -> None:
+        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
+        if self.lingering:
+            self._raw_close()
+            return
+        super().shutdown()  # type: ignore[misc]
+
     # ---- refusals below the app --------------------------------------------------------------------
     def _refuse(self, exc: ImgServeError) -> None:
         if self.cycle is not None:
@@ -277,10 +284,6 @@ class EdgeH11Protocol(EdgeProtocol, H11Protocol):
         return _H11_STATES.get(state, ClientState.DONE)
 
     def shutdown(self) -> None:
-        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
-        if self.lingering:
-            self._raw_close()
-            return
         try:
             super().shutdown()
         except h11.LocalProtocolError:  # a request we refused below the app left h11 mid-exchange

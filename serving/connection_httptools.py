@@ -91,17 +91,10 @@ class EdgeHttpToolsProtocol(EdgeProtocol, HttpToolsProtocol):
             self._refusal = head_too_large(self.limits.max_header_bytes)
             raise _HeadTooLarge
 
-    # ---- refusals and shutdown ---------------------------------------------------------------------
+    # ---- refusals ---------------------------------------------------------------------
     def send_400_response(self, msg: str) -> None:
         """llhttp refused the request (malformed) or a callback stopped it (head too large): the one JSON
         shape, not uvicorn's text/plain."""
         self._state = ClientState.ERROR
         self._refuse(self._refusal or InvalidInput("malformed HTTP request"))
-
-    def shutdown(self) -> None:
-        """The server is stopping: a lingering connection is closed now; others as uvicorn does."""
-        if self.lingering:
-            self._raw_close()
-            return
-        super().shutdown()
 
