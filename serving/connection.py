@@ -104,11 +104,32 @@ class _Connection(h11.Connection):
 
 class _LingeringTransport:
     """The socket transport as uvicorn sees it: ``close()`` becomes a lingering close when the client is
-    still sending (see :meth:`EdgeProtocol.close_transport`); everything else is the real transport's."""
+    still sending (see :meth:`EdgeProtocol.close_transport`), and a response's status line and headers are
+    held until its body is written, so that both leave in one ``send``: uvicorn writes them separately, which
+    cost a second system call and a second TCP segment per response (~4 % of a worker's CPU on small images).
+    Any other write, ``close`` or :meth:`flush` sends what is held first; everything else is the real
+    transport's."""
 
     def __init__(self, transport: asyncio.Transport, protocol: EdgeProtocol):
         self._transport = transport
         self._protocol = protocol
+        self._held = b""
+
+    def write(self, data: bytes) -> None:
+        if self._held:
+            data, self._held = self._held + data, b""
+        elif _is_response_head(data):
+            self._held = data
+            return
+        self._transport.write(data)
+
+    def discard(self) -> None:
+        self._held = b""
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = self._held, b""
+            self._transport.write(data)
 
     def close(self) -> None:
         self._protocol.close_transport()
@@ -118,6 +139,12 @@ class _LingeringTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)
+
+
+def _is_response_head(data: bytes) -> bool:
+    """A final response's status line and headers, as uvicorn writes them (not a ``100 Continue``, which the
+    client waits for before it sends its body)."""
+    return data[:9] == b"HTTP/1.1 " and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n"
 
 
 class ClientState(enum.Enum):
@@ -149,6 +176,7 @@ class EdgeProtocol:
     def _edge_init(self) -> None:
         self.lingering = False
         self._raw: asyncio.Transport | None = None
+        self._wrapped: _LingeringTransport | None = None
         self._lost = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -158,7 +186,8 @@ class EdgeProtocol:
     # ---- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._raw = transport
-        super().connection_made(_LingeringTransport(transport, self))  # type: ignore[misc]
+        self._wrapped = _LingeringTransport(transport, self)
+        super().connection_made(self._wrapped)  # type: ignore[misc]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(Overloaded(f"this worker holds {self.limits.max_connections} connections", retry_after=1))
             return
@@ -205,7 +234,8 @@ class EdgeProtocol:
         if self.cycle is not None:
             self.cycle.disconnected = True  # the app, if running, sees a disconnect; its answer goes nowhere
             self.cycle.message_event.set()
-        assert self._raw is not None
+        assert self._raw is not None and self._wrapped is not None
+        self._wrapped.discard()  # a started answer of the app's would only garble ours
         self._raw.write(error_bytes(exc))
         self.close_transport(force_linger=True)
 
@@ -239,6 +269,8 @@ class EdgeProtocol:
         refused): then half-close and keep reading until it stops, so it reads our answer instead of a reset."""
         if self.lingering:
             return
+        if self._wrapped is not None:
+            self._wrapped.flush()
         pending = self.client_state() in (ClientState.HEAD, ClientState.BODY, ClientState.ERROR)
         if self._lost or not (pending or force_linger):
             self._raw_close()
@@ -262,6 +294,8 @@ class EdgeProtocol:
         self._linger_timer = self.loop.call_later(delay, self._raw_close)
 
     def _raw_close(self) -> None:
+        if self._wrapped is not None:
+            self._wrapped.flush()
         if self._raw is not None and not self._raw.is_closing():
             self._raw.close()
 
