@@ -25,7 +25,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from serving.http import MODEL_OPENAPI, PREDICT_BATCH_OPENAPI, PREDICT_OPENAPI, HttpFrontend, create_app
-from serving.lean import lean
+from serving.lean import HotRoutes, lean
 from serving.lifecycle import CloseWhenDraining, Drain, forget_dead_workers
 from serving.settings import ServeSettings
 from serving.uvicorn_config import configure_uvicorn
@@ -138,6 +138,8 @@ class ImgServe:
 
 # Every HTTP response says `Connection: close` while the worker drains (serving/lifecycle.py).
 ImgServe.add_asgi_middleware(CloseWhenDraining, drain=drain)
+# The hot routes go from here straight to our app, past BentoML's request context and routers (serving/lean.py).
+ImgServe.add_asgi_middleware(HotRoutes, target=app)
 
 
 @app.post("/predict", openapi_extra=PREDICT_OPENAPI, summary="Classify one image")

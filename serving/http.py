@@ -39,7 +39,7 @@ from .edge import (
     internal_error_response,
     read_body,
 )
-from .lean import LeanRoutes
+from .lean import LeanRoutes, LeanTable
 from .multipart import read_form
 from .ratelimit import http_client
 from .settings import ServeSettings
@@ -182,7 +182,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     adds its routes and the OIP REST router)."""
     app = FastAPI(title="imgserve", version="1", docs_url="/docs", redoc_url=None, openapi_url="/openapi.json")
     install_error_handlers(app)
-    app.add_middleware(LeanRoutes, router=app.router)  # innermost: the hot routes skip FastAPI's own layers
+    app.state.lean_table = table = LeanTable(app.router)  # also read by service.py's HotRoutes
+    app.add_middleware(LeanRoutes, table=table)  # innermost: the hot routes skip FastAPI's own layers
     if settings.api_token:
         app.add_middleware(TokenGuard, token=settings.api_token)
     app.add_middleware(RequestObserver, access_log_enabled=settings.access_log)  # outermost: sees the 401s too

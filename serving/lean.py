@@ -51,13 +51,16 @@ def _walk(routes: list[Any]) -> Iterator[Any]:
             yield from _walk(inner.routes)
 
 
-class LeanRoutes:
-    """Pure ASGI middleware (innermost of the FastAPI app's): dispatches the lean routes of ``router``. The
-    table is built from the router's routes on first use and rebuilt when routes are added (the OIP router is
+LEAN_MATCH = "imgserve.lean"  # scope key: the match HotRoutes already made, so LeanRoutes does not repeat it
+
+Match = tuple[Any, Callable[..., Any], tuple[str, ...], dict[str, str]]
+
+
+class LeanTable:
+    """The lean routes of ``router``: built on first use and rebuilt when routes are added (the OIP router is
     included in the worker, after the app is built)."""
 
-    def __init__(self, app: Any, *, router: Any) -> None:
-        self.app = app
+    def __init__(self, router: Any) -> None:
         self.router = router
         self._table: list[tuple[Any, Callable[..., Any], tuple[str, ...]]] = []
         self._seen = -1
@@ -71,7 +74,7 @@ class LeanRoutes:
                 table.append((route, endpoint, params))
         self._table, self._seen = table, len(self.router.routes)
 
-    def _match(self, scope: dict[str, Any]) -> tuple[Any, Callable[..., Any], tuple[str, ...], dict[str, str]] | None:
+    def match(self, scope: dict[str, Any]) -> Match | None:
         if len(self.router.routes) != self._seen:
             self._build()
         path, method = get_route_path(scope), scope["method"]
@@ -80,8 +83,16 @@ class LeanRoutes:
                 return route, endpoint, params, m.groupdict()
         return None
 
+
+class LeanRoutes:
+    """Pure ASGI middleware (innermost of the FastAPI app's): dispatches the lean routes of ``table``."""
+
+    def __init__(self, app: Any, *, table: LeanTable) -> None:
+        self.app = app
+        self.table = table
+
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        found = self._match(scope) if scope["type"] == "http" else None
+        found = scope.pop(LEAN_MATCH, None) or (self.table.match(scope) if scope["type"] == "http" else None)
         if found is None:
             await self.app(scope, receive, send)
             return
@@ -96,3 +107,25 @@ class LeanRoutes:
         except HTTPException as exc:
             response = http_error_response(exc)
         await response(scope, receive, send)
+
+
+class HotRoutes:
+    """ASGI middleware for BentoML's outer app (``Service.add_asgi_middleware``): a request for a lean route of
+    the mounted ``target`` app goes straight to that app (its request observer, token guard and lean dispatch),
+    past what BentoML runs after its service middlewares: its request-context middleware (a ``Request`` and
+    two context variables per request), its exception middleware, its router's walk over its own routes and
+    the mount's route-by-route match of ours. BentoML's traffic metrics, tracing and timeout middlewares still
+    run (they come before). Any other request takes BentoML's way."""
+
+    def __init__(self, app: Any, *, target: Any) -> None:
+        self.app = app
+        self.target = target
+        self.table: LeanTable = target.state.lean_table
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        found = self.table.match(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        scope[LEAN_MATCH] = found
+        await self.target(scope, receive, send)

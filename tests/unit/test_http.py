@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -214,3 +215,53 @@ def test_lean_routes_skip_fastapi_layers_and_answer_as_fastapi_would(caplog: pyt
     assert counter.labels(label, "http", "200")._value.get() == before + 1
     lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "imgserve.access"]
     assert lines[2]["status"] == 400 and lines[2]["error"] == "no such tensor"
+
+
+def test_hot_routes_reach_the_mounted_app_past_the_outer_apps_own_layers() -> None:
+    """serving/lean.py's HotRoutes, as service.py installs it in BentoML's outer app: a lean route goes straight
+    to the mounted app (its observer, token guard, lean dispatch); any other request takes the outer app's way,
+    including the mounted app's own plain routes."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from serving.lean import HotRoutes, lean
+
+    app = create_app(ServeSettings(api_token="s3cret"))
+    passed_outer_layers: list[str] = []
+
+    @app.post("/predict")
+    @lean
+    async def predict(request: Request) -> dict:
+        from starlette.responses import JSONResponse
+
+        return JSONResponse({"hot": "fastapi_inner_astack" not in request.scope})
+
+    @app.get("/model")
+    async def model() -> dict:
+        return {"plain": True}
+
+    class OuterLayer:  # stands for what BentoML runs after its service middlewares (its request context)
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+            passed_outer_layers.append(scope["path"])
+            await self.inner(scope, receive, send)
+
+    outer = Starlette(
+        routes=[Route("/livez", lambda r: PlainTextResponse("live")), Mount("/", app)],
+        middleware=[Middleware(HotRoutes, target=app), Middleware(OuterLayer)],
+    )
+
+    async def main() -> list[httpx.Response]:
+        auth = {"authorization": "Bearer s3cret"}
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer), base_url="http://t") as client:
+            return [await client.post("/predict", headers=auth), await client.post("/predict"),
+                    await client.get("/model", headers=auth), await client.get("/livez")]
+
+    hot, unauthorized, plain, live = asyncio.run(main())
+    assert hot.json() == {"hot": True} and unauthorized.status_code == 401
+    assert plain.json() == {"plain": True} and live.text == "live"
+    assert passed_outer_layers == ["/model", "/livez"]
