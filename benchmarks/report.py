@@ -36,6 +36,17 @@ def _limit_for(target: dict[str, Any], in_process: dict[str, Any]) -> float | No
     return (in_process.get(variant) or in_process.get("int8") or {}).get("limit")
 
 
+def overhead_ms(target: dict[str, Any], point: dict[str, Any], in_process: dict[str, Any]) -> float | None:
+    """Issue 13's per-request overhead: the server's CPU ms per request beyond what decode + inference of one
+    image cost in-process (``cpus`` fully busy threads at the in-process limit: cpus x 1000 / limit ms)."""
+    variant = "fp32" if target["variant"] == "keras" else target["variant"]
+    ip = in_process.get(variant) or in_process.get("int8") or {}
+    cpu = point.get("server_cpu_ms_per_request")
+    if cpu is None or not ip.get("limit"):
+        return None
+    return cpu - ip["cpus"] * 1000.0 / ip["limit"]
+
+
 def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     meta, settings = results["meta"], results["settings"]
     out = ["# imgserve benchmark", ""]
@@ -90,8 +101,8 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
     if ok:
         out += ["### Peak", "",
                 "| target | peak req/s | at conc | p99 ms there | ÷ in-process limit | ÷ imgserve peak | p50 ms at conc 1 "
-                "| server CPU ms/req |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+                "| server CPU ms/req | beyond decode+infer ms/req |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
         ref_peak = max(ref.values()) if ref else None
         for tname, t in ok.items():
             best = max(t["points"], key=lambda p: p["throughput"])
@@ -99,11 +110,14 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
             out.append(
                 f"| {tname} | {_f(best['throughput'])} | {best['concurrency']} | {_f(best['latency_ms']['p99'], 2)} | "
                 f"{_ratio(best['throughput'], _limit_for(t, ip))} | {_ratio(best['throughput'], ref_peak)} | "
-                f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} | {_f(best.get('server_cpu_ms_per_request'), 2)} |"
+                f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} | {_f(best.get('server_cpu_ms_per_request'), 2)} | "
+                f"{_f(overhead_ms(t, best, ip), 2)} |"
             )
         out += ["", "Server CPU ms per request (the server's whole process tree, at the peak point) is the steadier "
                 "comparison when other jobs share the machine: there, throughput also depends on how much CPU each "
-                "server's threads win from the others.", ""]
+                "server's threads win from the others. *Beyond decode+infer*: that figure minus the in-process CPU per "
+                "image (cores × 1000 ÷ the in-process limit), i.e. what the server spends on everything else: HTTP, "
+                "framework layers, copies, batching, thread hand-offs, metrics (issue 13's per-request overhead).", ""]
     out += ["### Results", "",
             "| target | conc | req/s | spread | p50 ms | p95 ms | p99 ms | errors | ÷ in-process limit | ÷ imgserve |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]

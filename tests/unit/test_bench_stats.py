@@ -119,3 +119,13 @@ def test_corpora_are_deterministic_and_cached(tmp_path: Path) -> None:
     assert 440 <= min(w, h) and max(w, h) <= 680
     png = load_corpus("png-28-gray", 4, cache_dir=tmp_path)
     assert Image.open(io.BytesIO(png.images[0])).size == (28, 28)
+
+
+def test_overhead_beyond_decode_and_inference() -> None:
+    """Issue 13's per-request overhead: server CPU per request minus the in-process CPU per image."""
+    from benchmarks.report import overhead_ms
+
+    ip = {"int8": {"limit": 400.0, "cpus": 2}, "fp32": {"limit": 200.0, "cpus": 2}}
+    assert overhead_ms({"variant": "int8"}, {"server_cpu_ms_per_request": 5.75}, ip) == pytest.approx(0.75)
+    assert overhead_ms({"variant": "keras"}, {"server_cpu_ms_per_request": 12.0}, ip) == pytest.approx(2.0)
+    assert overhead_ms({"variant": "int8"}, {}, ip) is None and overhead_ms({"variant": "int8"}, {"server_cpu_ms_per_request": 1}, {}) is None
