@@ -20,6 +20,8 @@ the admin runner. What it adds to uvicorn, and why (each found by probing a runn
   408 and closes: half-sent requests no longer hold sockets and memory for minutes.
 * **Connections per worker.** Beyond ``max_connections`` a new connection is answered 503 + Retry-After and
   closed, before the worker spends anything on it.
+* **One write per response.** uvicorn writes a response's head and body separately (two system calls, two TCP
+  segments); the head is held until the body's first write (docs/serving.md, round 4).
 
 Every answer here is the one JSON error shape (serving/edge.py).
 """
