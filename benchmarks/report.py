@@ -60,7 +60,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         f"- Mode: {'quick' if settings['quick'] else 'full'}; closed loop at concurrency "
         f"{', '.join(map(str, settings['concurrency']))}; {settings['warmup_s']} s warm-up (not counted) + "
         f"{settings['duration_s']} s measured per point; {settings['repeats']} repeat(s), median shown, spread = "
-        "(max − min) / median of throughput. Load generator: one asyncio process on the same machine.",
+        "(max − min) / median of throughput. Load generator, on the same machine: "
+        + ("wrk (C) for HTTP targets when installed, one asyncio process for gRPC" if settings.get("client", "auto") != "python"
+           else "one asyncio process") + "; each target's section names the one it used.",
         f"- Servers' CPU budget: {settings['cpus']} cores (lanes of 1 ORT thread each)"
         + (f", pinned to CPUs {settings['server_cpus']}" if settings.get("server_cpus") else ", not pinned") + ".",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),

@@ -48,7 +48,7 @@ class Suite:
                 "warmup_s": cfg.warmup_s, "repeats": cfg.repeats, "inprocess_s": cfg.inprocess_s,
                 "budget_s": cfg.budget_s, "timeout_s": cfg.timeout_s, "max_requests": cfg.max_requests,
                 "cpus": self.cpus, "processes": min(cfg.processes or self.cpus, self.cpus),
-                "server_cpus": cfg.server_cpus, "targets": cfg.targets,
+                "server_cpus": cfg.server_cpus, "targets": cfg.targets, "client": cfg.client,
                 "imgserve_dir": str(cfg.imgserve_dir),
             },
             "workloads": {},
