@@ -87,6 +87,21 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
         "",
     ]
     ip = wl.get("in_process", {})
+    out += _in_process_table(ip)
+    targets = wl.get("targets", {})
+    ok = {t: v for t, v in targets.items() if v.get("status") == "ok" and v.get("points")}
+    ref = {p["concurrency"]: p["throughput"] for p in ok.get(REFERENCE_TARGET, {}).get("points", [])}
+    if ok:
+        out += _peak_table(ok, ip, ref)
+    out += _results_table(ok, ip, ref)
+    if plot:
+        out += [f"![{name}: throughput and p99 vs concurrency]({plot})", ""]
+    out += _target_details(ok)
+    return out + _not_measured_and_knobs(targets, ok)
+
+
+def _in_process_table(ip: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     methods = sorted({k for v in ip.values() for k in v["images_per_s"]})
     out += ["| method | " + " | ".join(ip) + " |", "|---|" + "---:|" * len(ip)]
     for meth in methods:
@@ -96,31 +111,34 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
     out += ["", "`loop_batchN`: one thread decodes N images then one ORT run with all cores; `pipelines_bN`: "
             "one decode+infer thread per core, each with a 1-thread session; `ort_alone_bN`: ORT only, "
             "pre-decoded input. The limit is the best of the decode-included methods (bold).", ""]
+    return out
 
-    targets = wl.get("targets", {})
-    ok = {t: v for t, v in targets.items() if v.get("status") == "ok" and v.get("points")}
-    ref = {p["concurrency"]: p["throughput"] for p in ok.get(REFERENCE_TARGET, {}).get("points", [])}
-    if ok:
-        out += ["### Peak", "",
-                "| target | peak req/s | at conc | p99 ms there | ÷ in-process limit | ÷ imgserve peak | p50 ms at conc 1 "
-                "| server CPU ms/req | beyond decode+infer ms/req |",
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        ref_peak = max(ref.values()) if ref else None
-        for tname, t in ok.items():
-            best = max(t["points"], key=lambda p: p["throughput"])
-            c1 = next((p for p in t["points"] if p["concurrency"] == 1), None)
-            out.append(
-                f"| {tname} | {_f(best['throughput'])} | {best['concurrency']} | {_f(best['latency_ms']['p99'], 2)} | "
-                f"{_ratio(best['throughput'], _limit_for(t, ip))} | {_ratio(best['throughput'], ref_peak)} | "
-                f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} | {_f(best.get('server_cpu_ms_per_request'), 2)} | "
-                f"{_f(overhead_ms(t, best, ip), 2)} |"
-            )
-        out += ["", "Server CPU ms per request (the server's whole process tree, at the peak point) is the steadier "
-                "comparison when other jobs share the machine: there, throughput also depends on how much CPU each "
-                "server's threads win from the others. *Beyond decode+infer*: that figure minus the in-process CPU per "
-                "image (cores × 1000 ÷ the in-process limit), i.e. what the server spends on everything else: HTTP, "
-                "framework layers, copies, batching, thread hand-offs, metrics (issue 13's per-request overhead).", ""]
-    out += ["### Results", "",
+
+def _peak_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]) -> list[str]:
+    out = ["### Peak", "",
+            "| target | peak req/s | at conc | p99 ms there | ÷ in-process limit | ÷ imgserve peak | p50 ms at conc 1 "
+            "| server CPU ms/req | beyond decode+infer ms/req |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    ref_peak = max(ref.values()) if ref else None
+    for tname, t in ok.items():
+        best = max(t["points"], key=lambda p: p["throughput"])
+        c1 = next((p for p in t["points"] if p["concurrency"] == 1), None)
+        out.append(
+            f"| {tname} | {_f(best['throughput'])} | {best['concurrency']} | {_f(best['latency_ms']['p99'], 2)} | "
+            f"{_ratio(best['throughput'], _limit_for(t, ip))} | {_ratio(best['throughput'], ref_peak)} | "
+            f"{_f(c1['latency_ms']['p50'], 2) if c1 else '–'} | {_f(best.get('server_cpu_ms_per_request'), 2)} | "
+            f"{_f(overhead_ms(t, best, ip), 2)} |"
+        )
+    out += ["", "Server CPU ms per request (the server's whole process tree, at the peak point) is the steadier "
+            "comparison when other jobs share the machine: there, throughput also depends on how much CPU each "
+            "server's threads win from the others. *Beyond decode+infer*: that figure minus the in-process CPU per "
+            "image (cores × 1000 ÷ the in-process limit), i.e. what the server spends on everything else: HTTP, "
+            "framework layers, copies, batching, thread hand-offs, metrics (issue 13's per-request overhead).", ""]
+    return out
+
+
+def _results_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]) -> list[str]:
+    out = ["### Results", "",
             "| target | conc | req/s | spread | p50 ms | p95 ms | p99 ms | errors | ÷ in-process limit | ÷ imgserve |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
     for tname, t in ok.items():
@@ -133,11 +151,11 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
                 f"{_f(lat['p95'], 2)} | {_f(lat['p99'], 2)} | {_errors(p['errors'])} | {_ratio(p['throughput'], limit)} | "
                 f"{_ratio(p['throughput'], ref.get(p['concurrency']))} |"
             )
-    out.append("")
-    if plot:
-        out += [f"![{name}: throughput and p99 vs concurrency]({plot})", ""]
+    return out + [""]
 
-    out += ["### Per-target detail (perf_analyzer style)", ""]
+
+def _target_details(ok: dict[str, Any]) -> list[str]:
+    out = ["### Per-target detail (perf_analyzer style)", ""]
     for tname, t in ok.items():
         match = t.get("label_matches_in_process")
         check = {True: "first answer's label matches the in-process prediction",
@@ -158,7 +176,11 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
     if any(p.get("server", {}).get("queue_wait_ms") is not None for t in ok.values() for p in t["points"]):
         out += ["`srv queue ms`: mean over batches of the longest queue wait in the batch; `srv infer ms`: mean ORT "
                 "time per batch; `batch`: mean rows per ORT run (imgserve's /metrics, diffed over the window).", ""]
+    return out
 
+
+def _not_measured_and_knobs(targets: dict[str, Any], ok: dict[str, Any]) -> list[str]:
+    out: list[str] = []
     not_ok = {t: v for t, v in targets.items() if v.get("status") != "ok" or not v.get("points")}
     if not_ok:
         out += ["### Not measured", ""]

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from inference.errors import HeadersTooLarge, ImgServeError, InvalidInput, Overloaded, RequestTimeout
 
+from .connection_transport import EdgeTransport
 from .edge import error_headers
 
 
@@ -104,51 +105,6 @@ class _Connection(h11.Connection):
         return InvalidInput(f"malformed HTTP request: {str(exc)[:200]}")
 
 
-class _LingeringTransport:
-    """The socket transport as uvicorn sees it: ``close()`` becomes a lingering close when the client is
-    still sending (see :meth:`EdgeProtocol.close_transport`), and a response's status line and headers are
-    held until its body is written, so that both leave in one ``send``: uvicorn writes them separately, which
-    cost a second system call and a second TCP segment per response (~4 % of a worker's CPU on small images).
-    Any other write, ``close`` or :meth:`flush` sends what is held first; everything else is the real
-    transport's."""
-
-    def __init__(self, transport: asyncio.Transport, protocol: EdgeProtocol):
-        self._transport = transport
-        self._protocol = protocol
-        self._held = b""
-
-    def write(self, data: bytes) -> None:
-        if self._held:
-            data, self._held = self._held + data, b""
-        elif _is_response_head(data):
-            self._held = data
-            return
-        self._transport.write(data)
-
-    def discard(self) -> None:
-        self._held = b""
-
-    def flush(self) -> None:
-        if self._held:
-            data, self._held = self._held, b""
-            self._transport.write(data)
-
-    def close(self) -> None:
-        self._protocol.close_transport()
-
-    def is_closing(self) -> bool:
-        return self._protocol.lingering or self._transport.is_closing()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _is_response_head(data: bytes) -> bool:
-    """A final response's status line and headers, as uvicorn writes them (not a ``100 Continue``, which the
-    client waits for before it sends its body)."""
-    return data[:9] == b"HTTP/1.1 " and data[9:10] != b"1" and data[-4:] == b"\r\n\r\n"
-
-
 class ClientState(enum.Enum):
     """Where the client is in its current request, as the HTTP parser saw it."""
 
@@ -178,7 +134,7 @@ class EdgeProtocol:
     def _edge_init(self) -> None:
         self.lingering = False
         self._raw: asyncio.Transport | None = None
-        self._wrapped: _LingeringTransport | None = None
+        self._wrapped: EdgeTransport | None = None
         self._lost = False
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
@@ -188,7 +144,7 @@ class EdgeProtocol:
     # ---- connection lifecycle ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:
         self._raw = transport
-        self._wrapped = _LingeringTransport(transport, self)
+        self._wrapped = EdgeTransport(transport, self)
         super().connection_made(self._wrapped)  # type: ignore[misc]
         if len(self.connections) > self.limits.max_connections:
             self._refuse(Overloaded(f"this worker holds {self.limits.max_connections} connections", retry_after=1))

@@ -1,4 +1,4 @@
-"""The connection edge writes each response in one ``send`` (serving/connection.py, ``_LingeringTransport``):
+"""The connection edge writes each response in one ``send`` (``EdgeTransport``, serving/connection_transport.py):
 uvicorn's protocols write the status line and headers, then the body, as two writes. Driven through the real
 uvicorn protocol classes (both parsers) with a transport that records what reaches the socket."""
 
@@ -92,7 +92,7 @@ def test_100_continue_is_not_held(parser: str) -> None:
 def test_a_held_head_goes_out_before_a_close() -> None:
     """An app that starts a response and then fails: uvicorn closes the connection, and what was held is sent
     first (the client sees the headers and the connection ending, as without the edge)."""
-    from serving.connection import _LingeringTransport
+    from serving.connection_transport import EdgeTransport
 
     class Protocol:
         lingering = False
@@ -105,7 +105,7 @@ def test_a_held_head_goes_out_before_a_close() -> None:
             self.raw.close()
 
     raw = RecordingTransport()
-    wrapped = _LingeringTransport(raw, Protocol(raw))  # type: ignore[arg-type]
+    wrapped = EdgeTransport(raw, Protocol(raw))  # type: ignore[arg-type]
     wrapped.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
     assert raw.writes == []
     wrapped.close()
