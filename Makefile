@@ -22,11 +22,12 @@ setup-all: $(PY) system-deps
 	$(PIP) install -q -e '.[all]'
 
 ## Debian packages the tests and benchmarks use (apt, needs root or sudo): Fashion-MNIST IDX files; chromium +
-## chromium-driver for the dashboard's browser tests; wrk, the C load generator of the benchmarks; haproxy, the
-## load balancer of the replica test (run as a plain process, never as the system service); prometheus for
+## chromium-driver for the dashboard's browser tests; wrk and nghttp2-client (h2load), the C load generators of the
+## benchmarks (HTTP and OIP gRPC); haproxy, the load balancer of the replica test (run as a plain process, never
+## as the system service); prometheus for
 ## promtool, which tests deploy/prometheus/'s alert rules (on a host with systemd the package also starts a
 ## Prometheus server on :9090). One list: a new tool is one word here.
-DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver wrk haproxy prometheus
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium chromium-driver wrk nghttp2-client haproxy prometheus
 
 system-deps:
 	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \

@@ -61,8 +61,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (JSON and Markdown only)")
     p.add_argument("--raw", action="store_true", help="also write every request (start, latency, status) to raw/*.csv.gz")
     p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
-                   help="HTTP load generator: wrk (C, Debian's package, a few µs per request), python (asyncio; "
-                   "also gives per-status errors), auto: wrk when installed and --raw is not set (default)")
+                   help="load generator: auto (default): C ones when installed and --raw is not set, wrk for HTTP "
+                   "and h2load (Debian's nghttp2-client) for imgserve's OIP gRPC; wrk: wrk for HTTP, Python for gRPC; "
+                   "python: the asyncio generator for everything (per-status errors, --raw samples)")
 
 
 def run_cmd(args: argparse.Namespace) -> int:

@@ -61,6 +61,10 @@ class Corpus:
     def mean_bytes(self) -> float:
         return float(np.mean([len(b) for b in self.images])) if self.images else 0.0
 
+    def median_image(self) -> bytes:
+        """The median-size image: what a load generator that sends one body (h2load) sends."""
+        return sorted(self.images, key=len)[len(self.images) // 2]
+
     def describe(self) -> dict[str, object]:
         return {
             "kind": self.kind,

@@ -16,6 +16,7 @@ from typing import Any
 from .bodies import HTTP_ENCODINGS
 from .clients import build_client
 from .corpus import Corpus
+from .h2load import h2load_path, run_h2load
 from .load import LoadSpec, run_closed_loop
 from .procs import ServerFailed, ServerProcess
 from .promstats import metrics_probe, server_side
@@ -97,12 +98,18 @@ async def _one_grpc(url: str, corpus: Corpus) -> str:
         return await client.send(0)
 
 
-def http_client_for(target: TargetDef, cfg: RunConfig) -> str:
-    """Which generator drives an HTTP point: wrk (a few µs of CPU per request) unless asked otherwise, or a
-    per-request sample file (--raw) is wanted, which only the Python generator writes."""
-    if target.protocol != "http" or cfg.client == "python" or (cfg.client == "auto" and (cfg.raw or not wrk_path())):
+def client_for(target: TargetDef, cfg: RunConfig) -> str:
+    """Which generator drives a point: a C one (wrk for HTTP, h2load for OIP gRPC: a few µs of CPU per request)
+    unless asked otherwise (``--client python``, or ``wrk``: HTTP only), or a per-request sample file (--raw) is
+    wanted, which only the Python generator writes. h2load only where imgserve's /metrics can tell which RPCs
+    failed (it sees HTTP statuses only; benchmarks/h2load.py)."""
+    if cfg.client == "python" or (cfg.client == "auto" and cfg.raw):
         return "python"
-    return "wrk"
+    if target.protocol == "http" and (cfg.client == "wrk" or wrk_path()):
+        return "wrk"
+    if target.protocol == "grpc" and cfg.client == "auto" and target.metrics and h2load_path():
+        return "h2load"
+    return "python"
 
 
 def measure_point(target: TargetDef, url: str, corpus: Corpus, concurrency: int, cfg: RunConfig,
@@ -110,13 +117,15 @@ def measure_point(target: TargetDef, url: str, corpus: Corpus, concurrency: int,
     spec = LoadSpec(concurrency, cfg.duration_s, cfg.warmup_s, max_requests=cfg.max_requests, timeout_s=cfg.timeout_s)
     probe = metrics_probe(metrics_url, server.pids)
     sink: list[tuple[float, float, str]] | None = [] if raw_path else None
-    generator = http_client_for(target, cfg)
+    generator = client_for(target, cfg)
 
     async def go() -> dict[str, Any]:
         if generator == "wrk":
             encode = HTTP_ENCODINGS[target.encoding]
             requests = [encode(d, corpus.content_type) for d in corpus.images]
             result = await run_wrk(url, requests, spec, probe=probe)
+        elif generator == "h2load":
+            result = await run_h2load(url, corpus.median_image(), spec, probe=probe)
         else:
             client = build_client(url, corpus.images, corpus.content_type, concurrency=concurrency,
                                   timeout_s=cfg.timeout_s, encoding=target.encoding)

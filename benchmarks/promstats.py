@@ -34,6 +34,27 @@ def parse_histogram_sums(text: str, names: Iterable[str] = HISTOGRAMS.values()) 
     return {n: (v[0], v[1]) for n, v in out.items() if v[1] > 0 or v[0] > 0}
 
 
+REQUESTS = "imgserve_requests_total"  # counter: endpoint, protocol, status (serving/metrics.py)
+
+
+def parse_status_counts(text: str, name: str = REQUESTS) -> dict[tuple[str, str], float]:
+    """``(protocol, status) -> count`` of ``name`` over every endpoint, from Prometheus text exposition."""
+    import re
+
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        labels, _, rest = line[len(name) + 1:].partition("} ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+        key = (found.get("protocol", ""), found.get("status", ""))
+        try:
+            out[key] = out.get(key, 0.0) + float(rest.split()[0])
+        except (ValueError, IndexError):
+            pass
+    return out
+
+
 def server_side(probes: dict[str, Any] | None) -> dict[str, Any]:
     """Diff the ``before``/``after`` probe results into per-window means (ms for times)."""
     if not probes:
@@ -95,6 +116,7 @@ def metrics_probe(url: str | None, pids: Callable[[], list[int]] | None = None, 
             try:
                 text = await asyncio.to_thread(_fetch_text, url, timeout_s)
                 result["histograms"] = parse_histogram_sums(text)
+                result["statuses"] = parse_status_counts(text)
             except Exception as exc:  # metrics are a bonus; a failed scrape must not fail the point
                 result["error"] = f"{type(exc).__name__}: {exc}"
         return result

@@ -106,8 +106,9 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _run(argv: list[str], timeout_s: float, delay_ms: float = 0.0) -> tuple[str, float]:
-    """Run wrk; its output and the CPU seconds it used (it is this process's only child meanwhile)."""
+async def run_client(argv: list[str], timeout_s: float, delay_ms: float = 0.0) -> tuple[str, float]:
+    """Run a C load generator (wrk, h2load); its output and the CPU seconds it used (it is this process's only
+    child meanwhile)."""
     before = _children_cpu_s()
     env = {**os.environ, "IMGSERVE_WRK_DELAY_MS": f"{max(0.0, delay_ms):.3f}"}
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -151,8 +152,8 @@ async def run_wrk(url: str, requests: Sequence[HttpRequest], spec: LoadSpec, *, 
 
         grace = spec.timeout_s + 10.0
         if spec.warmup_s > 0:
-            await _run(argv(spec.warmup_s), spec.warmup_s + grace)
+            await run_client(argv(spec.warmup_s), spec.warmup_s + grace)
         before = await probe() if probe else {}
-        out, cpu_s = await _run(argv(spec.duration_s), spec.duration_s + grace, delay_ms)
+        out, cpu_s = await run_client(argv(spec.duration_s), spec.duration_s + grace, delay_ms)
         after = await probe() if probe else {}
     return to_point(parse_result(out), conns, cpu_s, {"before": before, "after": after})

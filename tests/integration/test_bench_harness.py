@@ -157,3 +157,41 @@ def test_wrk_client_counts_real_answers_and_its_own_cpu(tiny_registry: Path) -> 
         assert bad_point["ok"] == 0 and bad_point["errors"]["non-2xx"] == bad_point["completed"] > 0
     with pytest.raises(ValueError, match="loopback"):
         asyncio.run(run_wrk("http://example.com/predict", good, LoadSpec(1, 0.1, 0.0)))
+
+
+def test_h2load_drives_oip_grpc_and_counts_failed_rpcs_from_the_servers_metrics(tiny_registry: Path) -> None:
+    """The C load generator for gRPC points (benchmarks/h2load.py): real ModelInfer answers counted, latencies
+    from its per-request log, its own CPU measured; an RPC that fails (an HTTP 200 with a non-OK grpc-status,
+    invisible to h2load) is counted from the server's request counter."""
+    pytest.importorskip("tritonclient.grpc")
+    from prometheus_client import generate_latest
+
+    from benchmarks.h2load import h2load_path, run_h2load
+    from benchmarks.promstats import parse_status_counts
+    from serving.metrics import ServingMetrics
+    from serving.oip_grpc import start_grpc_server
+    from serving.settings import ServeSettings
+    from tests.integration.oip_harness import OipTestServer
+
+    if h2load_path() is None:
+        pytest.skip("h2load is not installed (make test installs Debian's nghttp2-client)")
+    corpus = load_corpus("png-28-gray", 16)
+    served = OipTestServer(ServeSettings(models_dir=tiny_registry, model="tiny", poll_interval_s=0)).start()
+    try:
+        grpc = served.call(start_grpc_server(served.runtime, "127.0.0.1", 0, on_rpc=ServingMetrics.get().observe_rpc))
+
+        async def probe() -> dict:
+            return {"statuses": parse_status_counts(generate_latest().decode())}
+
+        point = asyncio.run(run_h2load(f"grpc://127.0.0.1:{grpc.port}/tiny", corpus.median_image(),
+                                       LoadSpec(4, 1.0, 0.3), probe=probe)).to_dict()
+        assert point["ok"] > 20 and point["errors"] == {}, point
+        assert point["window_s"] == pytest.approx(1.0, rel=0.2)
+        assert 0 < point["latency_ms"]["p50"] <= point["latency_ms"]["p99"] <= point["latency_ms"]["max"]
+        assert 0 < point["client_cpu_s"] < 1.0
+        missing = asyncio.run(run_h2load(f"grpc://127.0.0.1:{grpc.port}/no-such-model", corpus.median_image(),
+                                         LoadSpec(2, 1.0, 0.0), probe=probe)).to_dict()
+        assert missing["ok"] == 0 and missing["errors"]["grpc-404"] >= missing["completed"] > 0, missing
+        served.call(grpc.stop(0))
+    finally:
+        served.stop()
