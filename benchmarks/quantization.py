@@ -187,7 +187,7 @@ def write_docs(section: str) -> None:
     DOCS.write_text(text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--models-dir", type=Path, default=ROOT / "models", help="registry with the default model"
@@ -203,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--write-docs", action="store_true", help=f"write the tables into {DOCS.relative_to(ROOT)}"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     if args.register_only:
         print(mobilenet_registry(args.cache).root)

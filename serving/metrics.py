@@ -71,6 +71,14 @@ class ServingMetrics:
     _lock = threading.Lock()
 
     def __init__(self) -> None:
+        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: route templates
+        self._providers: dict[str, str] = {}  # model name -> provider of its served version
+        self._define_request_metrics()
+        self._define_model_metrics()
+        self._define_live_ops_metrics()
+
+    def _define_request_metrics(self) -> None:
         from prometheus_client import Counter, Gauge, Histogram  # see the module docstring for why here
 
         self.requests = Counter(
@@ -100,6 +108,10 @@ class ServingMetrics:
         self.queue_depth = Gauge(
             "imgserve_queue_depth", "rows waiting for a batch lane", multiprocess_mode="livesum"
         )
+
+    def _define_model_metrics(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
         self.model_info = Gauge(
             "imgserve_model_info", "the served model version (1) per worker, with the ONNX Runtime execution "
             "provider running it", ["model", "version", "variant", "provider"],
@@ -128,9 +140,6 @@ class ServingMetrics:
             "imgserve_model_last_inference_timestamp_seconds", "when the model last answered a request",
             per_model, multiprocess_mode="max",
         )
-        self._children: dict[tuple[str, str], tuple[Any, ...]] = {}
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}  # bounded: route templates
-        self._providers: dict[str, str] = {}  # model name -> provider of its served version
         self.load_failures = Counter(
             "imgserve_model_load_failures", "model versions that could not be loaded or warmed", ["model"]
         )
@@ -142,6 +151,10 @@ class ServingMetrics:
             "imgserve_ready", "1 when the worker serves a model, 0 while it has none (the lowest worker counts)",
             multiprocess_mode="livemin",
         )
+
+    def _define_live_ops_metrics(self) -> None:
+        from prometheus_client import Counter, Gauge
+
         self.canary_aborts = Counter(
             "imgserve_canary_aborts", "canaries removed by the automatic guard (serving/canary.py)", ["model", "version"]
         )
