@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -39,8 +40,6 @@ REQUESTS = "imgserve_requests_total"  # counter: endpoint, protocol, status (ser
 
 def parse_status_counts(text: str, name: str = REQUESTS) -> dict[tuple[str, str], float]:
     """``(protocol, status) -> count`` of ``name`` over every endpoint, from Prometheus text exposition."""
-    import re
-
     out: dict[tuple[str, str], float] = {}
     for line in text.splitlines():
         if not line.startswith(name + "{"):
