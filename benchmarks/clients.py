@@ -66,6 +66,19 @@ class HttpClient:
             return f"client-error:{type(exc).__name__}"
 
 
+def infer_request(image: bytes, model: str, input_name: str = "image") -> Any:
+    """One ``ModelInferRequest``: one BYTES element in ``raw_input_contents`` (4-byte length prefix), as
+    tritonclient sends it."""
+    from tritonclient.grpc import service_pb2
+
+    req = service_pb2.ModelInferRequest(model_name=model)
+    tensor = req.inputs.add()
+    tensor.name, tensor.datatype = input_name, "BYTES"
+    tensor.shape.append(1)
+    req.raw_input_contents.append(struct.pack("<I", len(image)) + image)
+    return req
+
+
 class GrpcClient:
     """KServe v2 / Triton ``ModelInfer`` over grpc.aio, with tritonclient's generated stubs. Each request is
     one BYTES element ``image`` sent in ``raw_input_contents`` (4-byte length prefix), as tritonclient does."""
@@ -78,18 +91,9 @@ class GrpcClient:
         # whose workers share the port (SO_REUSEPORT), so the others idle. That, not gRPC, made imgserve's gRPC
         # points slower than HTTP with two workers (measured: 1 channel vs 64, docs/serving.md).
         self.connections = max(1, connections)
-        from tritonclient.grpc import service_pb2
-
         self.address = address
         self.timeout_s = timeout_s
-        self.requests = []
-        for data in images:
-            req = service_pb2.ModelInferRequest(model_name=model)
-            tensor = req.inputs.add()
-            tensor.name, tensor.datatype = input_name, "BYTES"
-            tensor.shape.append(1)
-            req.raw_input_contents.append(struct.pack("<I", len(data)) + data)
-            self.requests.append(req)
+        self.requests = [infer_request(data, model, input_name) for data in images]
         self._channels: list[Any] = []
         self._stubs: list[Any] = []
 

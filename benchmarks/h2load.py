@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .clients import check_loopback
+from .clients import check_loopback, infer_request
 from .load import LoadSpec, PointResult, Probe, percentile
 from .wrk import run_client
 
@@ -35,17 +35,9 @@ def h2load_path() -> str | None:
     return shutil.which(H2LOAD_BINARY)
 
 
-def grpc_message(image: bytes, model: str, input_name: str = "image") -> bytes:
-    """One ``ModelInferRequest`` (one BYTES element in ``raw_input_contents``, as tritonclient sends it), framed
-    as a gRPC message."""
-    from tritonclient.grpc import service_pb2
-
-    req = service_pb2.ModelInferRequest(model_name=model)
-    tensor = req.inputs.add()
-    tensor.name, tensor.datatype = input_name, "BYTES"
-    tensor.shape.append(1)
-    req.raw_input_contents.append(struct.pack("<I", len(image)) + image)
-    data = req.SerializeToString()
+def grpc_message(image: bytes, model: str) -> bytes:
+    """The Python client's ``ModelInferRequest`` (benchmarks/clients.py), framed as a gRPC message."""
+    data = infer_request(image, model).SerializeToString()
     return b"\x00" + struct.pack(">I", len(data)) + data
 
 

@@ -30,17 +30,20 @@ def _errors(errors: dict[str, int]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "0"
 
 
-def _limit_for(target: dict[str, Any], in_process: dict[str, Any]) -> float | None:
-    """The in-process limit of the model file the target serves (Keras: the fp32 ONNX one)."""
+def _in_process_for(target: dict[str, Any], in_process: dict[str, Any]) -> dict[str, Any]:
+    """The in-process figures of the model file the target serves (Keras: the fp32 ONNX one)."""
     variant = "fp32" if target["variant"] == "keras" else target["variant"]
-    return (in_process.get(variant) or in_process.get("int8") or {}).get("limit")
+    return in_process.get(variant) or in_process.get("int8") or {}
+
+
+def _limit_for(target: dict[str, Any], in_process: dict[str, Any]) -> float | None:
+    return _in_process_for(target, in_process).get("limit")
 
 
 def overhead_ms(target: dict[str, Any], point: dict[str, Any], in_process: dict[str, Any]) -> float | None:
     """Issue 13's per-request overhead: the server's CPU ms per request beyond what decode + inference of one
     image cost in-process (``cpus`` fully busy threads at the in-process limit: cpus x 1000 / limit ms)."""
-    variant = "fp32" if target["variant"] == "keras" else target["variant"]
-    ip = in_process.get(variant) or in_process.get("int8") or {}
+    ip = _in_process_for(target, in_process)
     cpu = point.get("server_cpu_ms_per_request")
     if cpu is None or not ip.get("limit"):
         return None
@@ -61,8 +64,9 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         f"{', '.join(map(str, settings['concurrency']))}; {settings['warmup_s']} s warm-up (not counted) + "
         f"{settings['duration_s']} s measured per point; {settings['repeats']} repeat(s), median shown, spread = "
         "(max − min) / median of throughput. Load generator, on the same machine: "
-        + ("wrk (C) for HTTP targets when installed, one asyncio process for gRPC" if settings.get("client", "auto") != "python"
-           else "one asyncio process") + "; each target's section names the one it used.",
+        + {"auto": "C ones when installed (wrk for HTTP, h2load for imgserve's gRPC), else one asyncio process",
+           "wrk": "wrk (C) for HTTP, one asyncio process for gRPC"}.get(settings.get("client", "auto"), "one asyncio process")
+        + "; each target's section names the one it used.",
         f"- Servers' CPU budget: {settings['cpus']} cores (lanes of 1 ORT thread each)"
         + (f", pinned to CPUs {settings['server_cpus']}" if settings.get("server_cpus") else ", not pinned") + ".",
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
