@@ -60,6 +60,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prepare", action="store_true", help="first produce missing workload models (prepare hooks)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (JSON and Markdown only)")
     p.add_argument("--raw", action="store_true", help="also write every request (start, latency, status) to raw/*.csv.gz")
+    p.add_argument("--sequential", action="store_true",
+                   help="start and sweep one server at a time instead of all together with their points in turn "
+                   "(less memory; but the machine's drift then lands between servers)")
     p.add_argument("--client", choices=("auto", "wrk", "python"), default="auto",
                    help="load generator: auto (default): C ones when installed and --raw is not set, wrk for HTTP "
                    "and h2load (Debian's nghttp2-client) for imgserve's OIP gRPC; wrk: wrk for HTTP, Python for gRPC; "
@@ -84,7 +87,7 @@ def run_cmd(args: argparse.Namespace) -> int:
         imgserve_dir=args.imgserve_dir.resolve() if args.imgserve_dir else None,
         processes=args.processes, server_cpus=_cpu_list(args.server_cpus), mlserver_python=args.mlserver_python,
         label=args.label,
-        plots=not args.no_plots, raw=args.raw, client=args.client,
+        plots=not args.no_plots, raw=args.raw, client=args.client, interleave=not args.sequential,
     )
     with cleanup_on_exit():
         results = run_suite(cfg)

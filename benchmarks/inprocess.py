@@ -14,6 +14,7 @@ ceiling if decoding were free.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -126,13 +127,18 @@ def measure(
         f"ort_alone_b{batch}": lambda: ort_alone(wide, images, batch, duration_s),
     }
     results = {name: round(fn(), 1) for name, fn in methods.items()}
-    with_decode = {k: v for k, v in results.items() if not k.startswith("ort_alone")}
+    return {**_with_limit(results), "cpus": cpus, "duration_s": duration_s, "model_file": model_path.name}
+
+
+def _with_limit(images_per_s: dict[str, float]) -> dict[str, Any]:
+    with_decode = {k: v for k, v in images_per_s.items() if not k.startswith("ort_alone")}
     best = max(with_decode, key=with_decode.__getitem__)
-    return {
-        "images_per_s": results,
-        "limit": with_decode[best],
-        "best": best,
-        "cpus": cpus,
-        "duration_s": duration_s,
-        "model_file": model_path.name,
-    }
+    return {"images_per_s": images_per_s, "limit": with_decode[best], "best": best}
+
+
+def merge_rounds(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The in-process figures of several rounds of :func:`measure` (the suite measures once per round of
+    its sweep, between the servers' points): each method's median, the limit from those, and each round's
+    own limit (``limit_rounds``) so the report can show how far the machine drifted during the run."""
+    medians = {m: round(statistics.median(r["images_per_s"][m] for r in rounds), 1) for m in rounds[0]["images_per_s"]}
+    return {**rounds[0], **_with_limit(medians), "limit_rounds": [r["limit"] for r in rounds]}

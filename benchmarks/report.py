@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,22 @@ def overhead_ms(target: dict[str, Any], point: dict[str, Any], in_process: dict[
     return cpu - ip["cpus"] * 1000.0 / ip["limit"]
 
 
+def paired_ratio(runs: list[dict[str, Any]], ref_runs: list[dict[str, Any]]) -> float | None:
+    """Median over repeats of throughput ÷ the reference's throughput in the same repeat: with the points
+    interleaved, each pair was measured on the same machine within a minute, so the machine's drift cancels."""
+    ref = {r.get("repeat"): r["throughput"] for r in ref_runs}
+    ratios = [r["throughput"] / ref[r.get("repeat")] for r in runs if ref.get(r.get("repeat"))]
+    return statistics.median(ratios) if ratios else None
+
+
+def _order_line(settings: dict[str, Any]) -> str:
+    if settings.get("interleave"):
+        return ("- Order: each workload's servers were all up together and their points alternated (round r: each "
+                "concurrency, each target in turn; the in-process limit measured again before each round), so "
+                "the machine's drift is shared by all; `÷ imgserve` is the median of the per-round ratios.")
+    return "- Order: one server at a time (started, swept over every round, stopped); the machine may drift between servers."
+
+
 def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None) -> str:
     meta, settings = results["meta"], results["settings"]
     out = ["# imgserve benchmark", ""]
@@ -69,6 +86,7 @@ def render_markdown(results: dict[str, Any], plots: dict[str, str] | None = None
         + "; each target's section names the one it used.",
         f"- Servers' CPU budget: {settings['cpus']} cores (lanes of 1 ORT thread each)"
         + (f", pinned to CPUs {settings['server_cpus']}" if settings.get("server_cpus") else ", not pinned") + ".",
+        _order_line(settings),
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(meta.get("versions", {}).items())),
         "",
     ]
@@ -97,9 +115,10 @@ def _workload_section(name: str, wl: dict[str, Any], settings: dict[str, Any], p
     ref = {p["concurrency"]: p["throughput"] for p in ok.get(REFERENCE_TARGET, {}).get("points", [])}
     if ok:
         out += _peak_table(ok, ip, ref)
-    out += _results_table(ok, ip, ref)
+    out += _results_table(ok, ip, ref, ok.get(REFERENCE_TARGET, {}).get("runs") if settings.get("interleave") else None)
     if plot:
         out += [f"![{name}: throughput and p99 vs concurrency]({plot})", ""]
+    out += _quiet_lines(ok)
     out += _target_details(ok)
     return out + _not_measured_and_knobs(targets, ok)
 
@@ -114,8 +133,13 @@ def _in_process_table(ip: dict[str, Any]) -> list[str]:
         out.append(f"| {meth} | " + " | ".join(row) + " |")
     out += ["", "`loop_batchN`: one thread decodes N images then one ORT run with all cores; `pipelines_bN`: "
             "one decode+infer thread per core, each with a 1-thread session; `ort_alone_bN`: ORT only, "
-            "pre-decoded input. The limit is the best of the decode-included methods (bold).", ""]
-    return out
+            "pre-decoded input. The limit is the best of the decode-included methods (bold)."]
+    rounds = {v: d["limit_rounds"] for v, d in ip.items() if len(d.get("limit_rounds") or []) > 1}
+    if rounds:
+        out.append("Measured before each round of the sweep; the figures are the medians. The limit in each round: "
+                   + "; ".join(f"{v} {', '.join(_f(x) for x in xs)}" for v, xs in rounds.items())
+                   + " (the machine's own drift during the run).")
+    return out + [""]
 
 
 def _peak_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]) -> list[str]:
@@ -141,7 +165,8 @@ def _peak_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]) -
     return out
 
 
-def _results_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]) -> list[str]:
+def _results_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float],
+                   ref_runs: dict[str, list[dict[str, Any]]] | None) -> list[str]:
     out = ["### Results", "",
             "| target | conc | req/s | spread | p50 ms | p95 ms | p99 ms | errors | ÷ in-process limit | ÷ imgserve |",
             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
@@ -150,12 +175,32 @@ def _results_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]
         for p in t["points"]:
             lat = p["latency_ms"]
             spread = f"{p['spread_pct']:.0f}%" if p.get("spread_pct") is not None and p["repeats"] > 1 else "–"
+            c = p["concurrency"]
+            paired = paired_ratio(t["runs"].get(str(c), []), ref_runs.get(str(c), [])) if ref_runs else None
+            vs_ref = f"{paired:.2f}×" if paired else _ratio(p["throughput"], ref.get(c))
             out.append(
-                f"| {tname} | {p['concurrency']} | {_f(p['throughput'])} | {spread} | {_f(lat['p50'], 2)} | "
+                f"| {tname} | {c} | {_f(p['throughput'])} | {spread} | {_f(lat['p50'], 2)} | "
                 f"{_f(lat['p95'], 2)} | {_f(lat['p99'], 2)} | {_errors(p['errors'])} | {_ratio(p['throughput'], limit)} | "
-                f"{_ratio(p['throughput'], ref.get(p['concurrency']))} |"
+                f"{vs_ref} |"
             )
     return out + [""]
+
+
+def _quiet_lines(ok: dict[str, Any]) -> list[str]:
+    """How clean the interleaved points were: the CPU the other (idle) servers used during a point, and how long
+    a server took to go quiet after its point."""
+    runs = [(tname, r) for tname, t in ok.items() for rs in t.get("runs", {}).values() for r in rs]
+    background = [r["background_cpu_pct"] for _, r in runs if r.get("background_cpu_pct") is not None]
+    out = []
+    if background:
+        out.append(f"The other servers, idle meanwhile, used {_f(statistics.median(background))} % of the machine "
+                   f"during a point (median; at most {_f(max(background))} %).")
+    settles = [(r["settle_s"], tname) for tname, r in runs if r.get("settle_s") is not None]
+    if settles:
+        longest, who = max(settles)
+        out.append(f"After a point the runner waited for the server to go quiet: median {_f(statistics.median(s for s, _ in settles), 2)} s, "
+                   f"longest {_f(longest, 1)} s ({who}).")
+    return [" ".join(out), ""] if out else []
 
 
 def _target_details(ok: dict[str, Any]) -> list[str]:

@@ -35,6 +35,7 @@ class RunConfig:
     label: str = ""
     plots: bool = True
     raw: bool = False  # also write every request's (start, latency, status) to raw/*.csv.gz
+    interleave: bool = True  # all servers up together, points in turn (benchmarks/runner.py); False: one by one
     client: str = "auto"  # HTTP load generator: wrk | python | auto (wrk when installed; benchmarks/wrk.py)
 
     @classmethod

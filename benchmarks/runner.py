@@ -1,35 +1,57 @@
-"""The scripted suite: for each workload, the in-process limit, then each selected server started in turn
-(warmed, checked with one request, swept over the concurrencies ``repeats`` times, stopped), then
-results.json + report.md + plots in the output directory.
+"""The scripted suite: for each workload, the in-process limit, then the selected servers, then results.json +
+report.md + plots in the output directory.
 
-The suite keeps to a time budget: a server whose estimated sweep no longer fits is reported as skipped,
-not started. Results are rewritten after every server, so an interrupted run still leaves its numbers.
+By default (``interleave``) every server of a workload is started and checked with one request first, then the
+points alternate between them: round r measures each concurrency on each target in turn, and the in-process
+limit is measured again before each round. On a shared VM the speed of the machine drifts by 10-20 % within
+minutes; measured one server after another, that drift lands between servers and decides their order. Measured
+in turn, every server sees the same machine, and each round's limit shows how far it drifted. After each point
+the runner waits for the server to go quiet (a slow server keeps working on abandoned requests after the load
+generator stops), and it records the CPU that the other, idle servers used meanwhile. ``interleave=False``
+starts each server alone, as before.
+
+The suite keeps to a time budget: servers whose estimated sweep no longer fits are reported as skipped, not
+started. Results are rewritten after every step, so an interrupted run still leaves its numbers.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import platform
-import subprocess
 import time
-from dataclasses import asdict
-from datetime import UTC, datetime
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from training import progress
 
 from .corpus import Corpus, load_corpus
+from .machine import machine_meta, utc_now
 from .points import aggregate, measure_point, sanity_check, target_url
 from .procs import ServerFailed, ServerProcess, free_port, running
+from .promstats import process_tree_cpu
 from .runconfig import RunConfig, available_cpus
 from .targets import SERVERS, TARGETS, BuildContext, TargetDef
 from .workloads import ResolvedWorkload, Unavailable, Workload, resolve
 
 log = logging.getLogger(__name__)
 SCHEMA = 1
+QUIET_CORES = 0.1  # a server counts as idle below this many cores busy (a few background threads)
+SETTLE_MAX_S = 15.0
+
+
+@dataclass
+class LiveTarget:
+    """A target whose server is up and answered its first request."""
+
+    target: TargetDef
+    server: ServerProcess
+    url: str
+    metrics_url: str | None
+    quiet_cores: float  # below this the server counts as idle again after a point (see settle)
 
 
 # ---- the suite ---------------------------------------------------------------------------------------------
@@ -39,6 +61,7 @@ class Suite:
         self.cpus = cfg.cpus or available_cpus()
         self.t0 = time.monotonic()
         self.deadline = cfg.budget_s
+        self.points_done = 0
         cfg.out.mkdir(parents=True, exist_ok=True)
         self.results: dict[str, Any] = {
             "schema": SCHEMA,
@@ -49,7 +72,7 @@ class Suite:
                 "budget_s": cfg.budget_s, "timeout_s": cfg.timeout_s, "max_requests": cfg.max_requests,
                 "cpus": self.cpus, "processes": min(cfg.processes or self.cpus, self.cpus),
                 "server_cpus": cfg.server_cpus, "targets": cfg.targets, "client": cfg.client,
-                "imgserve_dir": str(cfg.imgserve_dir),
+                "imgserve_dir": str(cfg.imgserve_dir), "interleave": cfg.interleave,
             },
             "workloads": {},
         }
@@ -73,7 +96,7 @@ class Suite:
                 self.run_workload(workload)
         finally:
             self.results["meta"]["elapsed_s"] = round(self.elapsed(), 1)
-            self.results["meta"]["finished_at"] = _now()
+            self.results["meta"]["finished_at"] = utc_now()
             self.save()
             from .report import write_report
 
@@ -99,17 +122,10 @@ class Suite:
                  corpus.kind, len(corpus.images))
 
         variants = sorted({SERVERS[TARGETS[t].server].variant for t in self.cfg.targets} & set(resolved.files))
-        variants = variants or sorted(resolved.files)[:1]
-        entry["in_process"] = {}
+        limits = InProcessLimits(entry, resolved, variants or sorted(resolved.files)[:1], corpus, self.cpus,
+                                 self.cfg.inprocess_s)
+        limits.measure()
         entry["reference_labels"] = {}
-        from . import inprocess
-
-        for variant in variants:
-            log.info("in-process limit (%s, %s)", workload.name, variant)
-            entry["in_process"][variant] = inprocess.measure(
-                resolved.files[variant], resolved.card, variant, corpus.images, cpus=self.cpus,
-                duration_s=self.cfg.inprocess_s,
-            )
         for variant in resolved.files:  # every file: the Keras peer is checked against the fp32 one
             entry["reference_labels"][variant] = reference_label(resolved, variant, corpus)
         self.save()
@@ -119,91 +135,185 @@ class Suite:
         by_server: dict[str, list[TargetDef]] = {}
         for name in self.cfg.targets:
             by_server.setdefault(TARGETS[name].server, []).append(TARGETS[name])
-        for server_name, targets in by_server.items():
-            self.run_server(entry, ctx, server_name, targets, corpus)
+        groups = [by_server] if self.cfg.interleave else [{k: v} for k, v in by_server.items()]
+        for group in groups:
+            self.run_group(entry, ctx, group, corpus, limits if self.cfg.interleave else None)
             self.save()
 
-    def run_server(self, entry: dict[str, Any], ctx: BuildContext, server_name: str, targets: list[TargetDef],
-                   corpus: Corpus) -> None:
-        sdef = SERVERS[server_name]
+    def run_group(self, entry: dict[str, Any], ctx: BuildContext, group: dict[str, list[TargetDef]],
+                  corpus: Corpus, limits: InProcessLimits | None) -> None:
+        """Start the group's servers together, sweep their targets in turn, stop them. ``limits``: measure the
+        in-process limit again before every round after the first."""
         cfg = self.cfg
+        planned = self.elapsed() + ((cfg.repeats - 1) * limits.cost_s() if limits is not None else 0.0)
+        with contextlib.ExitStack() as stack:
+            live: list[LiveTarget] = []
+            for server_name, targets in group.items():
+                sdef = SERVERS[server_name]
+                planned += sdef.startup_estimate_s + len(targets) * len(cfg.concurrency) * cfg.repeats * cfg.point_cost_s()
+                if planned > self.deadline:
+                    _mark(entry, targets, server_name, "skipped",
+                          f"time budget: the sweep needs ~{planned - self.elapsed():.0f}s, "
+                          f"{self.deadline - self.elapsed():.0f}s left of this workload's share (--budget {cfg.budget_s:.0f})")
+                    continue
+                live += self.start_server(stack, entry, ctx, server_name, targets, corpus)
+            self.save()
+            self.sweep(entry, live, corpus, limits)
 
-        def mark(status: str, reason: str, names: list[TargetDef] = targets) -> None:
-            for t in names:
-                entry["targets"][t.name] = {"status": status, "reason": reason, "server": server_name,
-                                            "protocol": t.protocol, "variant": sdef.variant}
-            log.warning("%s: %s: %s", ", ".join(t.name for t in names), status, reason)
-
+    def start_server(self, stack: contextlib.ExitStack, entry: dict[str, Any], ctx: BuildContext,
+                     server_name: str, targets: list[TargetDef], corpus: Corpus) -> list[LiveTarget]:
+        """Start one server (stopped when ``stack`` closes) and check each of its targets with one request."""
+        sdef = SERVERS[server_name]
         if sdef.variant != "keras" and sdef.variant not in ctx.workload.files:
-            return mark("unavailable", f"no {sdef.variant} model file in {ctx.workload.card.name} v{ctx.workload.version}")
+            _mark(entry, targets, server_name, "unavailable",
+                  f"no {sdef.variant} model file in {ctx.workload.card.name} v{ctx.workload.version}")
+            return []
         reason = sdef.check(ctx)
         if reason:
-            return mark("unavailable", reason)
-        estimate = sdef.startup_estimate_s + len(targets) * len(cfg.concurrency) * cfg.repeats * cfg.point_cost_s()
-        if self.elapsed() + estimate > self.deadline:
-            return mark("skipped", f"time budget: needs ~{estimate:.0f}s, {self.deadline - self.elapsed():.0f}s left "
-                                   f"of this workload's share (--budget {cfg.budget_s:.0f})")
-
+            _mark(entry, targets, server_name, "unavailable", reason)
+            return []
         ports = {"http": free_port(), "grpc": free_port()}
         spec = sdef.build(ctx, ports)
-        log_path = cfg.out / "logs" / f"{entry['workload']['name']}-{server_name}.log"
-        knobs = sdef.knobs(ctx)
+        log_path = self.cfg.out / "logs" / f"{entry['workload']['name']}-{server_name}.log"
         try:
-            with running(spec, log_path) as server:
-                live: list[TargetDef] = []
-                for t in targets:
-                    url = target_url(t, ports, ctx.workload.card.name)
-                    try:
-                        first = sanity_check(t, url, corpus)
-                    except ServerFailed as exc:
-                        mark("failed", str(exc), [t])
-                        continue
-                    ref = entry["reference_labels"].get(sdef.variant if sdef.variant != "keras" else "fp32")
-                    entry["targets"][t.name] = {
-                        "status": "ok", "server": server_name, "protocol": t.protocol, "variant": sdef.variant,
-                        "encoding": t.encoding if t.protocol == "http" else "raw BYTES", "url": url,
-                        "description": t.description, "knobs": knobs, "startup_s": round(server.ready_s or 0, 2),
-                        "first_label": first.get("label"),
-                        "label_matches_in_process": (first.get("label") == ref) if first.get("label") and ref else None,
-                        "runs": {str(c): [] for c in cfg.concurrency}, "points": [],
-                    }
-                    live.append(t)
-                self.sweep(entry, live, ports, ctx, corpus, server)
+            server = stack.enter_context(running(spec, log_path))
         except ServerFailed as exc:
-            failed = [t for t in targets if entry["targets"].get(t.name, {}).get("status") != "ok"]
-            mark("failed", str(exc), failed or targets)
+            _mark(entry, targets, server_name, "failed", str(exc))
+            return []
+        live: list[LiveTarget] = []
+        for t in targets:
+            url = target_url(t, ports, ctx.workload.card.name)
+            try:
+                first = sanity_check(t, url, corpus)
+            except ServerFailed as exc:
+                _mark(entry, [t], server_name, "failed", str(exc))
+                continue
+            ref = entry["reference_labels"].get(sdef.variant if sdef.variant != "keras" else "fp32")
+            entry["targets"][t.name] = {
+                "status": "ok", "server": server_name, "protocol": t.protocol, "variant": sdef.variant,
+                "encoding": t.encoding if t.protocol == "http" else "raw BYTES", "url": url,
+                "description": t.description, "knobs": sdef.knobs(ctx), "startup_s": round(server.ready_s or 0, 2),
+                "first_label": first.get("label"),
+                "label_matches_in_process": (first.get("label") == ref) if first.get("label") and ref else None,
+                "runs": {str(c): [] for c in self.cfg.concurrency}, "points": [],
+            }
+            metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
+            live.append(LiveTarget(t, server, url, metrics_url, QUIET_CORES))
+        if live:  # what the server burns when nobody asks anything: settle() waits for this, not for zero
+            idle = _cpu_meter([server.pids])
+            time.sleep(1.0)
+            idle_cores = idle()
+            for lt in live:
+                lt.quiet_cores = max(QUIET_CORES, 1.5 * idle_cores + 0.05)
+                entry["targets"][lt.target.name]["idle_cores"] = round(idle_cores, 3)
+        return live
 
-    def sweep(self, entry: dict[str, Any], live: list[TargetDef], ports: dict[str, int], ctx: BuildContext,
-              corpus: Corpus, server: ServerProcess) -> None:
+    def sweep(self, entry: dict[str, Any], live: list[LiveTarget], corpus: Corpus,
+              limits: InProcessLimits | None) -> None:
         cfg = self.cfg
+        name = entry["workload"]["name"]
         total = cfg.repeats * len(cfg.concurrency) * len(live)
-        with progress.bar(f"{entry['workload']['name']}: {', '.join(t.name for t in live)}", total, log) as report:
+        with progress.bar(f"{name}: {', '.join(lt.target.name for lt in live)}", total, log) as report:
             for rep in range(cfg.repeats):
+                if rep and limits is not None and live:
+                    limits.measure()
+                    self.save()
                 for c in cfg.concurrency:
-                    for t in live:
+                    for lt in list(live):
+                        t = lt.target
                         if self.elapsed() > self.deadline + 30:
                             entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
                             continue
-                        point = self._point(entry, t, c, rep, ports, ctx, corpus, server)
-                        report(f"{entry['workload']['name']:<16} {t.name:<14} c={c:<3d} rep={rep}  "
+                        others = [x.server for x in live if x.server is not lt.server]
+                        try:
+                            point = self._point(entry, lt, c, rep, corpus, others)
+                        except Exception as exc:  # one target's failure must not end the other targets' sweep
+                            log.exception("%s: point c=%d rep=%d failed", t.name, c, rep)
+                            entry["targets"][t.name].update(
+                                status="failed", reason=f"point c={c} rep={rep}: {type(exc).__name__}: {exc}")
+                            live.remove(lt)
+                            continue
+                        report(f"{name:<16} {t.name:<14} c={c:<3d} rep={rep}  "
                                f"{point['throughput']:8.1f} req/s  p50 {point['latency_ms']['p50']:.2f} ms  "
                                f"p99 {point['latency_ms']['p99']:.2f} ms  errors {point['errors'] or 0}")
-        for t in live:
-            runs = entry["targets"][t.name]["runs"]
-            entry["targets"][t.name]["points"] = [
+        for lt in live:
+            runs = entry["targets"][lt.target.name]["runs"]
+            entry["targets"][lt.target.name]["points"] = [
                 {"concurrency": int(c), **aggregate(rs)} for c, rs in runs.items() if rs
             ]
 
-    def _point(self, entry: dict[str, Any], t: TargetDef, c: int, rep: int, ports: dict[str, int],
-               ctx: BuildContext, corpus: Corpus, server: ServerProcess) -> dict[str, Any]:
-        cfg = self.cfg
-        url = target_url(t, ports, ctx.workload.card.name)
-        metrics_url = f"http://127.0.0.1:{ports['http']}/metrics" if t.metrics else None
+    def _point(self, entry: dict[str, Any], lt: LiveTarget, c: int, rep: int, corpus: Corpus,
+               others: list[ServerProcess]) -> dict[str, Any]:
+        cfg, t = self.cfg, lt.target
         raw = cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz" if cfg.raw else None
-        point = measure_point(t, url, corpus, c, cfg, server, metrics_url, raw)
-        point["repeat"] = rep
+        background = _cpu_meter([s.pids for s in others])
+        point = measure_point(t, lt.url, corpus, c, cfg, lt.server, lt.metrics_url, raw)
+        point["repeat"], point["seq"] = rep, self.points_done  # seq: the point's place in the run's order
+        self.points_done += 1
+        point["background_cpu_pct"] = round(100.0 * background() / self.cpus, 1) if others else None
+        point["settle_s"] = round(settle(lt.server, lt.quiet_cores), 2)
         entry["targets"][t.name]["runs"][str(c)].append(point)
         return point
+
+
+class InProcessLimits:
+    """The workload's in-process limit per model variant, measured once per round; ``entry["in_process"]``
+    always holds the merge of the rounds so far (benchmarks/inprocess.py ``merge_rounds``)."""
+
+    def __init__(self, entry: dict[str, Any], resolved: ResolvedWorkload, variants: list[str], corpus: Corpus,
+                 cpus: int, duration_s: float):
+        self.entry, self.resolved, self.variants, self.corpus = entry, resolved, variants, corpus
+        self.cpus, self.duration_s = cpus, duration_s
+        self.rounds: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
+        self.last_s = 0.0
+
+    def cost_s(self) -> float:
+        """Seconds one round took (an estimate before the first: five methods per variant plus loading)."""
+        return self.last_s or len(self.variants) * (5 * self.duration_s + 3.0)
+
+    def measure(self) -> None:
+        from . import inprocess
+
+        t0 = time.monotonic()
+        for variant in self.variants:
+            log.info("in-process limit (%s, %s), round %d", self.entry["workload"]["name"], variant,
+                     len(self.rounds[variant]))
+            self.rounds[variant].append(inprocess.measure(
+                self.resolved.files[variant], self.resolved.card, variant, self.corpus.images, cpus=self.cpus,
+                duration_s=self.duration_s,
+            ))
+        self.entry["in_process"] = {v: inprocess.merge_rounds(rs) for v, rs in self.rounds.items()}
+        self.last_s = time.monotonic() - t0
+
+
+def _mark(entry: dict[str, Any], targets: list[TargetDef], server_name: str, status: str, reason: str) -> None:
+    for t in targets:
+        entry["targets"][t.name] = {"status": status, "reason": reason, "server": server_name,
+                                    "protocol": t.protocol, "variant": SERVERS[server_name].variant}
+    log.warning("%s: %s: %s", ", ".join(t.name for t in targets), status, reason)
+
+
+def _cpu_meter(pid_sources: list[Callable[[], list[int]]]) -> Callable[[], float]:
+    """Start measuring the CPU of some servers' process trees; the returned function gives the cores they kept
+    busy on average since then."""
+    def pids() -> list[int]:
+        return [p for source in pid_sources for p in source()]
+
+    t0, cpu0 = time.monotonic(), process_tree_cpu(pids) or 0.0
+    return lambda: ((process_tree_cpu(pids) or 0.0) - cpu0) / max(1e-6, time.monotonic() - t0)
+
+
+def settle(server: ServerProcess, quiet_cores: float, max_s: float = SETTLE_MAX_S) -> float:
+    """Wait until ``server`` uses less than ``quiet_cores`` (0.25 s samples), at most ``max_s``; seconds waited.
+    A server that queues more than it can answer keeps working after the load generator has gone; without this
+    wait, that backlog would be measured as part of the next point (of any server)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < max_s:
+        meter = _cpu_meter([server.pids])
+        time.sleep(0.25)
+        if meter() < quiet_cores:
+            break
+    return time.monotonic() - t0
 
 
 def reference_label(resolved: ResolvedWorkload, variant: str, corpus: Corpus) -> str:
@@ -214,52 +324,6 @@ def reference_label(resolved: ResolvedWorkload, variant: str, corpus: Corpus) ->
     model = OnnxClassifier.load(resolved.files[variant], resolved.card, variant)
     probs = model.predict_pixels(_decode(corpus.images[0], resolved.card)[None])
     return resolved.card.labels[int(probs[0].argmax())]
-
-
-def machine_meta(cfg: RunConfig, cpus: int) -> dict[str, Any]:
-    def git(*args: str) -> str:
-        try:
-            return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
-                                  timeout=5).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    versions = {}
-    for pkg in ("onnxruntime", "numpy", "pillow", "bentoml", "fastapi", "uvicorn", "litserve", "ray", "mlserver",
-                "tensorflow-cpu", "keras", "aiohttp", "grpcio"):
-        try:
-            from importlib.metadata import version
-
-            versions[pkg] = version(pkg)
-        except Exception:
-            pass
-    return {
-        "started_at": _now(),
-        "label": cfg.label,
-        "host": platform.node(),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
-        "cpus_available": cpus,
-        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
-        "git_commit": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-        "versions": versions,
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def run_suite(cfg: RunConfig) -> dict[str, Any]:

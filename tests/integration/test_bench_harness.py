@@ -42,7 +42,7 @@ def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_
     out = tmp_path / "out"
     cfg = RunConfig.preset(
         True, workloads=[workload], targets=["fastapi"], out=out, concurrency=[1, 4], duration_s=0.8,
-        warmup_s=0.3, inprocess_s=0.2, budget_s=120, raw=True,
+        warmup_s=0.3, inprocess_s=0.2, budget_s=120, raw=True, interleave=False,  # the --sequential order
     )
     run_suite(cfg)
 
@@ -71,6 +71,7 @@ def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_
 
     report = (out / "report.md").read_text()
     assert "## Workload `tiny`" in report and "| fastapi | 4 |" in report and "In-process limit" in report
+    assert "one server at a time" in report
     assert "imgserve" in report  # not run here: listed with its reason, never silently dropped
     if importlib.util.find_spec("matplotlib"):
         assert (out / "tiny.png").stat().st_size > 1000
@@ -80,6 +81,36 @@ def test_quick_suite_produces_results_report_and_plots(tiny_registry: Path, tmp_
     with gzip.open(out / "raw" / "tiny-fastapi-c4-r0.csv.gz", "rt") as fh:
         lines = fh.read().splitlines()
     assert lines[0] == "start_s,latency_ms,status,warmup" and len(lines) - 1 == raw["sent"] - raw["unfinished"]
+
+
+def test_interleaved_suite_alternates_servers_and_remeasures_the_limit(tiny_registry: Path, tmp_path: Path) -> None:
+    """The default order: both servers up together, their points in turn within each round, the in-process
+    limit measured before each round, the idle server's CPU recorded during the other's points."""
+    pytest.importorskip("bentoml")
+    workload = dataclasses.replace(parse_workload(f"tiny={tiny_registry}:tiny:png-28-gray"), corpus_count=16)
+    out = tmp_path / "out"
+    cfg = RunConfig.preset(
+        True, workloads=[workload], targets=["fastapi", "imgserve"], out=out, concurrency=[2], repeats=2,
+        duration_s=0.6, warmup_s=0.2, inprocess_s=0.2, budget_s=300, plots=False,
+    )
+    assert cfg.interleave
+    run_suite(cfg)
+
+    wl = json.loads((out / "results.json").read_text())["workloads"]["tiny"]
+    runs = {name: wl["targets"][name]["runs"]["2"] for name in ("fastapi", "imgserve")}
+    assert all(wl["targets"][n]["status"] == "ok" and len(runs[n]) == 2 for n in runs), wl["targets"]
+    order = sorted((r["seq"], name, r["repeat"]) for name, rs in runs.items() for r in rs)
+    assert [(name, rep) for _, name, rep in order] == [("fastapi", 0), ("imgserve", 0), ("fastapi", 1), ("imgserve", 1)]
+    for name, rs in runs.items():
+        for r in rs:
+            assert r["ok"] > 0 and r["errors"] == {}
+            assert 0.0 <= r["background_cpu_pct"] < 50.0, (name, r["background_cpu_pct"])  # the other one idles
+            assert 0.0 <= r["settle_s"] <= 15.5
+        assert wl["targets"][name]["idle_cores"] >= 0.0
+    limit = wl["in_process"]["int8"]
+    assert len(limit["limit_rounds"]) == 2 and limit["limit"] > 0
+    report = (out / "report.md").read_text()
+    assert "points alternated" in report and "The limit in each round" in report and "idle meanwhile" in report
 
 
 def test_load_generator_http_and_grpc_modes(tiny_registry: Path) -> None:

@@ -129,3 +129,53 @@ def test_overhead_beyond_decode_and_inference() -> None:
     assert overhead_ms({"variant": "int8"}, {"server_cpu_ms_per_request": 5.75}, ip) == pytest.approx(0.75)
     assert overhead_ms({"variant": "keras"}, {"server_cpu_ms_per_request": 12.0}, ip) == pytest.approx(2.0)
     assert overhead_ms({"variant": "int8"}, {}, ip) is None and overhead_ms({"variant": "int8"}, {"server_cpu_ms_per_request": 1}, {}) is None
+
+
+def test_in_process_rounds_merge_to_medians_and_keep_each_limit() -> None:
+    """The suite measures the limit before every round; the report uses the medians and shows the drift."""
+    from benchmarks.inprocess import merge_rounds
+
+    def rnd(loop: float, pipe: float, ort: float) -> dict:
+        ips = {"loop_batch32": loop, "pipelines_b1": pipe, "ort_alone_b1": ort}
+        best = max(("loop_batch32", "pipelines_b1"), key=ips.__getitem__)
+        return {"images_per_s": ips, "limit": ips[best], "best": best, "cpus": 2, "model_file": "m.onnx"}
+
+    merged = merge_rounds([rnd(100, 90, 500), rnd(80, 95, 400), rnd(120, 70, 450)])
+    assert merged["images_per_s"] == {"loop_batch32": 100, "pipelines_b1": 90, "ort_alone_b1": 450}
+    assert (merged["limit"], merged["best"]) == (100, "loop_batch32")  # ORT alone (no decode) is never the limit
+    assert merged["limit_rounds"] == [100, 95, 120] and merged["cpus"] == 2
+
+
+def test_paired_ratio_pairs_points_of_the_same_round() -> None:
+    from benchmarks.report import paired_ratio
+
+    ours = [{"repeat": 0, "throughput": 110.0}, {"repeat": 1, "throughput": 60.0}, {"repeat": 2, "throughput": 90.0}]
+    ref = [{"repeat": 0, "throughput": 100.0}, {"repeat": 1, "throughput": 50.0}, {"repeat": 2, "throughput": 100.0}]
+    # per round 1.1, 1.2, 0.9 -> 1.1; the ratio of the medians would say 90 / 100 = 0.9
+    assert paired_ratio(ours, ref) == pytest.approx(1.1)
+    assert paired_ratio(ours, []) is None and paired_ratio(ours, [{"repeat": 5, "throughput": 1.0}]) is None
+
+
+def test_settle_waits_until_the_server_is_quiet() -> None:
+    """After a point, the runner waits while the server still burns CPU (a backlog of abandoned requests)."""
+    import subprocess
+    import sys
+
+    from benchmarks.runner import settle
+
+    class Busy:  # a process that computes for ~1 s, then sleeps: the shape of a server finishing its backlog
+        def __init__(self) -> None:
+            code = "import time\nt=time.monotonic()\nwhile time.monotonic()-t<1.0: pass\ntime.sleep(30)"
+            self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+        def pids(self) -> list[int]:
+            return [self.proc.pid]
+
+    busy = Busy()
+    try:
+        waited = settle(busy, quiet_cores=0.3, max_s=10.0)  # type: ignore[arg-type]
+        assert 0.7 <= waited < 5.0, waited
+        assert settle(busy, quiet_cores=0.3, max_s=10.0) < 0.6  # idle now: one sample  # type: ignore[arg-type]
+    finally:
+        busy.proc.kill()
+        busy.proc.wait()

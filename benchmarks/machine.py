@@ -1,0 +1,58 @@
+"""What a benchmark run records about where it ran: host, CPU, load, commit and package versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .runconfig import RunConfig
+
+
+def machine_meta(cfg: RunConfig, cpus: int) -> dict[str, Any]:
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                                  timeout=5).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    versions = {}
+    for pkg in ("onnxruntime", "numpy", "pillow", "bentoml", "fastapi", "uvicorn", "litserve", "ray", "mlserver",
+                "tensorflow-cpu", "keras", "aiohttp", "grpcio"):
+        try:
+            from importlib.metadata import version
+
+            versions[pkg] = version(pkg)
+        except Exception:
+            pass
+    return {
+        "started_at": utc_now(),
+        "label": cfg.label,
+        "host": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": _cpu_model(),
+        "cpus_available": cpus,
+        "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+        "versions": versions,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
