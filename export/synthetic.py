@@ -81,14 +81,9 @@ def register_random_model(
     keep_keras: bool = False,
 ) -> ModelCard:
     """Build ``arch`` with random weights, export fp32 + INT8 through ``build_version`` and register it."""
-    import keras
-
-    from training.architectures import ArchParams, build_model, get_architecture
     from training.train import save_model
 
-    keras.utils.set_random_seed(seed)
-    spec = get_architecture(arch).preprocessing((img_size, img_size, channels))
-    model = build_model(arch, ArchParams(spec.shape, classes, alpha=alpha))
+    model, spec = _random_model(arch, (img_size, img_size, channels), classes, alpha, seed)
     quantization = (quantization or QuantizationConfig()).replace(calibration_size=calibration_size)
     options = ExportOptions(
         name=name,
@@ -99,7 +94,6 @@ def register_random_model(
     )
     n_test = options.parity_images  # accuracy means nothing here: the test images only feed the parity gate
     images = generated_images(calibration_size + n_test, spec.shape, seed)
-    settle_batchnorm(model, normalize(generated_images(32, spec.shape, seed + 1), spec))
     labels = tuple(f"class_{i:04d}" for i in range(classes))
     with registry.stage(name) as staged:
         measured = build_version(
@@ -130,6 +124,21 @@ def register_random_model(
         registry.promote(name, card.version, reason="synthetic benchmark model")
     log.info("registered synthetic %s v%d in %s", name, card.version, registry.root)
     return card
+
+
+def _random_model(
+    arch: str, shape: tuple[int, int, int], classes: int, alpha: float, seed: int
+) -> tuple[Any, Preprocessing]:
+    """``arch`` with seeded random weights and settled batch-norm statistics, and its preprocessing."""
+    import keras
+
+    from training.architectures import ArchParams, build_model, get_architecture
+
+    keras.utils.set_random_seed(seed)
+    spec = get_architecture(arch).preprocessing(shape)
+    model = build_model(arch, ArchParams(spec.shape, classes, alpha=alpha))
+    settle_batchnorm(model, normalize(generated_images(32, spec.shape, seed + 1), spec))
+    return model, spec
 
 
 def _synthetic_card(
