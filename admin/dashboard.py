@@ -1,10 +1,7 @@
-"""The dashboard: HTML pages served by the admin runner, plus the few JSON endpoints only pages need.
+"""The dashboard: the admin runner's HTML pages (:mod:`admin.pages`), plus the few JSON endpoints only pages need.
 
-Pages are static shells (Jinja2 layout, no data in them); their scripts call the admin JSON API with the
-bearer token that the login page keeps in ``sessionStorage``. So the pages themselves need no auth, every
-read and write goes through the same token check as the API, and no cookie exists that a forged cross-site
-request could ride on. A strict Content-Security-Policy (scripts and styles from this origin only, no inline
-script) keeps injected markup from running code that could read the token.
+The pages need no auth (static shells; why in :mod:`admin.pages`); every read and write their scripts make
+goes through the same token check as the API.
 
 Endpoints added here (all behind the token, JSON unless said otherwise):
 ``GET /models/{name}/overview`` (versions with normalised metrics and artifacts),
@@ -17,18 +14,15 @@ routes and ``GET /models/{name}/rollout`` live in :mod:`admin.rollouts`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.params import Depends
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.datastructures import UploadFile
 
 from inference.errors import InvalidInput, NotFound
@@ -39,48 +33,24 @@ from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
-from .requests import ARCHITECTURES, VersionPath
+from .pages import add_page_routes
+from .requests import VersionPath
 from .rollouts import build_rollout_router
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 from .versions import version_view
 
 if TYPE_CHECKING:
     from .app import AdminState
+    from .settings import AdminSettings
 
 log = logging.getLogger(__name__)
 
-HERE = Path(__file__).parent
-STATIC_DIR = HERE / "static"
-STATIC_TYPES = {".js": "text/javascript", ".css": "text/css", ".svg": "image/svg+xml", ".png": "image/png",
-                ".ico": "image/x-icon", ".txt": "text/plain"}
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
-PAGES = {"models": "Models", "training": "Training", "serving": "Serving", "rollouts": "Rollouts", "try": "Try it"}
-CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
-    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-def _static_version() -> str:
-    digest = hashlib.sha256()
-    for p in sorted(STATIC_DIR.rglob("*")):
-        if p.is_file():
-            digest.update(p.name.encode() + p.read_bytes())
-    return digest.hexdigest()[:10]
 
 
 def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
-    settings = state.settings
-    templates = Jinja2Templates(directory=str(HERE / "templates"))
-    poller = MetricsPoller(settings.service_url)
+    poller = MetricsPoller(state.settings.service_url)
     gradcam = GradCamWorker()
-    static_version = _static_version()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
@@ -90,46 +60,16 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
     router = APIRouter(lifespan=lifespan)
     deps = list(auth)
     router.include_router(build_rollout_router(state, auth, poller))  # canary/shadow API + the Rollouts page's data
+    add_page_routes(router, state.settings)
+    _add_model_views(router, state, deps)
+    _add_gradcam_view(router, state, deps, gradcam)
+    _add_serving_views(router, state.settings, deps, poller)
+    return router
 
-    # ---- pages -----------------------------------------------------------------------------------
-    def page(request: Request, name: str) -> Response:
-        context = {
-            "page": name,
-            "pages": PAGES,
-            "title": PAGES.get(name, "Sign in"),
-            "default_model": settings.model,
-            "architectures": ARCHITECTURES,
-            "v": static_version,
-        }
-        response = templates.TemplateResponse(request, f"{name}.html", context)
-        response.headers.update(SECURITY_HEADERS)
-        return response
 
-    @router.get("/", include_in_schema=False)
-    @router.get("/ui", include_in_schema=False)
-    @router.get("/ui/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/ui/models", status_code=307)
+def _add_model_views(router: APIRouter, state: AdminState, deps: list[Depends]) -> None:
+    """The Models page's data: a model's overview and a version's confusion matrix."""
 
-    @router.get("/ui/login", include_in_schema=False)
-    async def login_page(request: Request) -> Response:
-        return page(request, "login")
-
-    @router.get("/ui/{name}", include_in_schema=False)
-    async def any_page(request: Request, name: str) -> Response:
-        if name not in PAGES:
-            raise NotFound(f"no dashboard page {name!r}")
-        return page(request, name)
-
-    @router.get("/ui/static/{path:path}", include_in_schema=False)
-    async def static(path: str) -> FileResponse:
-        target = (STATIC_DIR / path).resolve()
-        if STATIC_DIR.resolve() not in target.parents or not target.is_file() or target.suffix not in STATIC_TYPES:
-            raise NotFound("no such file")
-        return FileResponse(target, media_type=STATIC_TYPES[target.suffix],
-                            headers={"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"})
-
-    # ---- models ----------------------------------------------------------------------------------
     @router.get("/models/{name}/overview", dependencies=deps)
     def overview(name: str) -> dict[str, Any]:
         """Everything the Models page shows, normalised: metrics in one shape whatever training wrote.
@@ -161,6 +101,10 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
             raise NotFound(f"version {v} of {name} has no confusion matrix")
         return Response(confusion.render_png(matrix, card.labels), media_type="image/png",
                         headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _add_gradcam_view(router: APIRouter, state: AdminState, deps: list[Depends], gradcam: GradCamWorker) -> None:
+    """The Try-it page's Grad-CAM: a version's Keras model explains one uploaded image."""
 
     @router.post("/models/{name}/versions/{version}/gradcam", dependencies=deps)
     async def explain(name: str, version: VersionPath, request: Request) -> dict[str, Any]:
@@ -199,14 +143,19 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
             "seconds": round(seconds, 3),
         }
 
-    # ---- serving ---------------------------------------------------------------------------------
+
+def _add_serving_views(
+    router: APIRouter, settings: AdminSettings, deps: list[Depends], poller: MetricsPoller
+) -> None:
+    """The Serving and Try-it pages' data: live figures, and the service's ``/model`` and ``/predict``."""
+
     @router.get("/serving/metrics", dependencies=deps)
     async def serving_metrics(window: float | None = None) -> dict[str, Any]:
         return await poller.summary(window)
 
     @router.get("/serving/model", dependencies=deps)
     async def serving_model() -> JSONResponse:
-        return await _proxy("GET", "/model")
+        return await _proxy(settings, "GET", "/model")
 
     @router.post("/serving/predict", dependencies=deps)
     async def serving_predict(request: Request) -> JSONResponse:
@@ -214,33 +163,33 @@ def build_router(state: AdminState, auth: Sequence[Depends]) -> APIRouter:
         top_k = fields.get("top_k") or request.query_params.get("top_k") or "5"
         upload_name = fields.get("_filename") or "image"
         return await _proxy(
-            "POST", "/predict", params={"top_k": top_k},
+            settings, "POST", "/predict", params={"top_k": top_k},
             files={"image": (upload_name, data, fields.get("_content_type") or "application/octet-stream")},
         )
 
-    async def _proxy(method: str, path: str, **kwargs: Any) -> JSONResponse:
-        if not settings.service_url:
-            raise ServiceUnreachable("no inference service configured (IMGSERVE_SERVICE_URL)")
-        url = settings.service_url.rstrip("/") + path
-        t0 = time.perf_counter()
-        try:
-            async with httpx.AsyncClient(timeout=30) as client:
-                r = await client.request(method, url, **kwargs)
-        except httpx.HTTPError as exc:
-            raise ServiceUnreachable(
-                f"cannot reach the inference service at {settings.service_url}: {type(exc).__name__}"
-            ) from None
-        elapsed_ms = round(1e3 * (time.perf_counter() - t0), 1)
-        try:
-            body = r.json()
-        except ValueError:
-            body = {"error": r.text[:300] or f"HTTP {r.status_code}", "type": "service_error"}
-        if isinstance(body, dict):
-            body.setdefault("round_trip_ms", elapsed_ms)
-        headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
-        return JSONResponse(body, status_code=r.status_code, headers=headers)
 
-    return router
+async def _proxy(settings: AdminSettings, method: str, path: str, **kwargs: Any) -> JSONResponse:
+    """``method path`` on the inference service, its answer passed on (status, JSON body, Retry-After)."""
+    if not settings.service_url:
+        raise ServiceUnreachable("no inference service configured (IMGSERVE_SERVICE_URL)")
+    url = settings.service_url.rstrip("/") + path
+    t0 = time.perf_counter()
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            r = await client.request(method, url, **kwargs)
+    except httpx.HTTPError as exc:
+        raise ServiceUnreachable(
+            f"cannot reach the inference service at {settings.service_url}: {type(exc).__name__}"
+        ) from None
+    elapsed_ms = round(1e3 * (time.perf_counter() - t0), 1)
+    try:
+        body = r.json()
+    except ValueError:
+        body = {"error": r.text[:300] or f"HTTP {r.status_code}", "type": "service_error"}
+    if isinstance(body, dict):
+        body.setdefault("round_trip_ms", elapsed_ms)
+    headers = {"Retry-After": r.headers["retry-after"]} if "retry-after" in r.headers else None
+    return JSONResponse(body, status_code=r.status_code, headers=headers)
 
 
 async def _read_image(request: Request) -> tuple[bytes, dict[str, str]]:

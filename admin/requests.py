@@ -109,6 +109,7 @@ class RolloutEndRequest(_Body):
 
 
 Body = TypeVar("Body", bound=_Body)
+MAX_JSON_BYTES = 64 * 1024  # what a route reads for parse_body: the bodies are a few hundred bytes
 
 
 def parse_body(model: type[Body], raw: bytes) -> Body:

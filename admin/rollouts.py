@@ -21,14 +21,20 @@ from fastapi.params import Depends
 from inference.errors import NotFound
 from serving.edge import read_body
 
-from .requests import CanaryRequest, RolloutEndRequest, ShadowRequest, openapi_body, parse_body
+from .requests import (
+    MAX_JSON_BYTES,
+    CanaryRequest,
+    RolloutEndRequest,
+    ShadowRequest,
+    openapi_body,
+    parse_body,
+)
 from .rollout_metrics import rollout_figures
 from .serving_metrics import MetricsPoller, ServiceUnreachable
 
 if TYPE_CHECKING:
     from .app import AdminState
 
-MAX_JSON_BYTES = 64 * 1024
 ROLLOUT_EVENTS = ("canary", "canary-promote", "canary-abort", "shadow", "shadow-stop")
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from inference.metadata import ModelCard, TensorSpec
+from inference.metadata import ModelCard, Preprocessing, TensorSpec
 from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, Registry
 
-from .pipeline import ExportOptions, build_version
+from .pipeline import ExportOptions, Measured, build_version
 from .quantize import QuantizationConfig
 
 log = logging.getLogger(__name__)
@@ -81,17 +81,9 @@ def register_random_model(
     keep_keras: bool = False,
 ) -> ModelCard:
     """Build ``arch`` with random weights, export fp32 + INT8 through ``build_version`` and register it."""
-    import keras
-
-    from training.architectures import ArchParams, build_model, get_architecture
     from training.train import save_model
 
-    keras.utils.set_random_seed(seed)
-    spec = get_architecture(arch).preprocessing((img_size, img_size, channels))
-    model = build_model(arch, ArchParams(spec.shape, classes, alpha=alpha))
-    images = generated_images(calibration_size + 64, spec.shape, seed)
-    settle_batchnorm(model, normalize(generated_images(32, spec.shape, seed + 1), spec))
-    labels = tuple(f"class_{i:04d}" for i in range(classes))
+    model, spec = _random_model(arch, (img_size, img_size, channels), classes, alpha, seed)
     quantization = (quantization or QuantizationConfig()).replace(calibration_size=calibration_size)
     options = ExportOptions(
         name=name,
@@ -100,51 +92,95 @@ def register_random_model(
         include_keras=keep_keras,
         command=shlex.join([sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     )
+    n_test = options.parity_images  # accuracy means nothing here: the test images only feed the parity gate
+    images = generated_images(calibration_size + n_test, spec.shape, seed)
+    labels = tuple(f"class_{i:04d}" for i in range(classes))
     with registry.stage(name) as staged:
         measured = build_version(
             model,
             staged,
             spec=spec,
             labels=labels,
-            x_test=images[:64],
-            y_test=np.zeros(64, np.int64),
-            x_calib=images[64:],
+            x_test=images[:n_test],
+            y_test=np.zeros(n_test, np.int64),
+            x_calib=images[n_test:],
             options=options,
         )
         if keep_keras:
             save_model(model, staged / KERAS_FILE)
-        card = ModelCard(
-            name=name,
-            version=0,
+        card = _synthetic_card(
+            model,
+            options,
+            measured,
+            spec=spec,
             labels=labels,
-            preprocessing=spec,
-            inputs=(TensorSpec("input", "float32", (-1, *spec.shape)),),
-            outputs=(TensorSpec("probabilities", "float32", (-1, classes)),),
-            architecture=arch,
-            training={
-                "synthetic": True,
-                "random_init": True,
-                "alpha": alpha,
-                "seed": seed,
-                "params": int(model.count_params()),
-            },
-            dataset={"name": "generated-images", "synthetic": True, "calibration_images": calibration_size},
-            metrics={
-                "synthetic": True,
-                "note": "random weights: accuracy is meaningless; use for speed only",
-            },
-            export={
-                "outputs_probabilities": True,
-                "parity_max_abs_diff": measured.parity_max_abs_diff,
-                "parity_images": 64,
-                "quantization": quantization.to_dict(),
-                "seconds": measured.seconds,
-                "accuracy_gate": "off (synthetic)",
-            },
-            command=options.command,
+            arch=arch,
+            alpha=alpha,
+            seed=seed,
+            calibration_size=calibration_size,
         )
         card = registry.register(staged, card)
     if promote:
         registry.promote(name, card.version, reason="synthetic benchmark model")
     log.info("registered synthetic %s v%d in %s", name, card.version, registry.root)
     return card
+
+
+def _random_model(
+    arch: str, shape: tuple[int, int, int], classes: int, alpha: float, seed: int
+) -> tuple[Any, Preprocessing]:
+    """``arch`` with seeded random weights and settled batch-norm statistics, and its preprocessing."""
+    import keras
+
+    from training.architectures import ArchParams, build_model, get_architecture
+
+    keras.utils.set_random_seed(seed)
+    spec = get_architecture(arch).preprocessing(shape)
+    model = build_model(arch, ArchParams(spec.shape, classes, alpha=alpha))
+    settle_batchnorm(model, normalize(generated_images(32, spec.shape, seed + 1), spec))
+    return model, spec
+
+
+def _synthetic_card(
+    model: Any,
+    options: ExportOptions,
+    measured: Measured,
+    *,
+    spec: Preprocessing,
+    labels: tuple[str, ...],
+    arch: str,
+    alpha: float,
+    seed: int,
+    calibration_size: int,
+) -> ModelCard:
+    """The version's card, marked synthetic wherever a reader could take a figure for a real model's."""
+    return ModelCard(
+        name=options.name,
+        version=0,
+        labels=labels,
+        preprocessing=spec,
+        inputs=(TensorSpec("input", "float32", (-1, *spec.shape)),),
+        outputs=(TensorSpec("probabilities", "float32", (-1, len(labels))),),
+        architecture=arch,
+        training={
+            "synthetic": True,
+            "random_init": True,
+            "alpha": alpha,
+            "seed": seed,
+            "params": int(model.count_params()),
+        },
+        dataset={"name": "generated-images", "synthetic": True, "calibration_images": calibration_size},
+        metrics={
+            "synthetic": True,
+            "note": "random weights: accuracy is meaningless; use for speed only",
+        },
+        export={
+            "outputs_probabilities": True,
+            "parity_max_abs_diff": measured.parity_max_abs_diff,
+            "parity_images": options.parity_images,
+            "quantization": options.quantization.to_dict(),
+            "seconds": measured.seconds,
+            "accuracy_gate": "off (synthetic)",
+        },
+        command=options.command,
+    )

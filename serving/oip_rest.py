@@ -70,6 +70,14 @@ def build_router(
     slot of the runtime's admission control, shared with ``/predict`` and gRPC."""
     plane = OipDataPlane(get_runtime)
     router = APIRouter(prefix="/v2", tags=["Open Inference Protocol"], route_class=OipRoute)
+    _add_server_routes(router, plane)
+    _add_model_routes(router, plane)
+    _add_infer_route(router, plane, max_body_bytes)
+    return router
+
+
+def _add_server_routes(router: APIRouter, plane: OipDataPlane) -> None:
+    """Health, server metadata, every model's statistics and the repository index."""
 
     @router.get("/health/live")
     async def server_live() -> Response:
@@ -85,9 +93,6 @@ def build_router(
     async def server_metadata() -> Response:
         return _json(plane.server_metadata())
 
-    def version_of(request: Request) -> str:
-        return str(request.path_params.get("version", ""))
-
     @router.get("/models/stats")  # before /models/{name}: every served model's statistics
     async def all_statistics() -> Response:
         return _json(plane.model_statistics())
@@ -101,11 +106,15 @@ def build_router(
             raise InvalidInput('the repository index request must be empty or a JSON object like {"ready": true}') from None
         return Response(json.dumps(plane.repository_index(ready)), media_type="application/json")
 
+
+def _add_model_routes(router: APIRouter, plane: OipDataPlane) -> None:
+    """One model's configuration, statistics, metadata and readiness, with or without ``/versions/{version}``."""
+
     def model_get(suffix: str, answer: Callable[[str, str], dict[str, Any]]) -> None:
         """``GET /models/{name}[/versions/{version}]<suffix>`` answered by ``answer(name, version)``."""
 
         async def route(name: str, request: Request) -> Response:
-            return _json(answer(name, version_of(request)))
+            return _json(answer(name, _version_of(request)))
 
         for path in (f"/models/{{name}}{suffix}", f"/models/{{name}}/versions/{{version}}{suffix}"):
             router.add_api_route(path, route, methods=["GET"], name=answer.__name__)
@@ -117,14 +126,18 @@ def build_router(
     @router.get("/models/{name}/ready")
     @router.get("/models/{name}/versions/{version}/ready")
     async def model_ready(name: str, request: Request) -> Response:
-        plane.resolve(name, version_of(request))  # NotFound -> 404, NotReady -> 503
+        plane.resolve(name, _version_of(request))  # NotFound -> 404, NotReady -> 503
         return _json({"name": name, "ready": True})
+
+
+def _add_infer_route(router: APIRouter, plane: OipDataPlane, max_body_bytes: int) -> None:
+    """``POST /models/{name}[/versions/{version}]/infer``, the one route on the hot path."""
 
     @router.post("/models/{name}/infer")
     @router.post("/models/{name}/versions/{version}/infer")
     @lean  # past FastAPI's per-request layers (serving/lean.py); errors rendered as OipRoute does
     async def infer(name: str, request: Request) -> Response:
-        model = plane.resolve(name, version_of(request))
+        model = plane.resolve(name, _version_of(request))
         with plane.admit(name, http_client(request)):
             body = await read_body(request, max_body_bytes)
             args = (
@@ -143,7 +156,10 @@ def build_router(
             )
         return _infer_response(result, outputs, bool(params.get("binary_data_output", False)))
 
-    return router
+
+def _version_of(request: Request) -> str:
+    """The path's ``{version}``; empty on the routes without one."""
+    return str(request.path_params.get("version", ""))
 
 
 # ---- request -------------------------------------------------------------------------------------

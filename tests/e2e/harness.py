@@ -1,9 +1,9 @@
 """TEST HARNESS for the dashboard's end-to-end tests — not the product.
 
-* ``serve``: a minimal inference service (FastAPI + the real ``serving.runtime.ModelRuntime``) with the
-  contract's ``POST /predict``, ``GET /model``, ``POST /reload``, ``/livez``, ``/readyz`` and a Prometheus
-  ``/metrics`` shaped like the real service's. It stands in for ``bentoml serve .`` until ``service.py`` is in
-  this checkout; ``inference_command()`` picks the real one with ``IMGSERVE_E2E_SERVICE=bentoml``.
+* ``serve``: a minimal inference service (FastAPI + the real ``serving.runtime.ModelRuntime``,
+  :mod:`tests.e2e.stand_in_service`) with the contract's routes and a Prometheus ``/metrics`` shaped like the
+  real service's. It stands in for ``bentoml serve .`` until ``service.py`` is in this checkout;
+  ``inference_command()`` picks the real one with ``IMGSERVE_E2E_SERVICE=bentoml``.
 * ``make-keras OUT``: a small Keras CNN trained for a few seconds on synthetic images (a textured patch at a
   random place on a noisy background; class = texture), so Grad-CAM has something real to point at.
 * :func:`seed_registry`: a registry with two versions carrying metrics, per-class figures, a confusion
@@ -25,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
 from PIL import Image
 
 from tests.e2e.processes import stop
+from tests.e2e.stand_in_service import create_inference_app
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -218,110 +217,6 @@ def seed_registry(root: Path, name: str, keras_model: Path | None) -> Any:
     register_version(registry, name, seed=1, metrics=m2, files=files, architecture="small-cnn", parent=1)
     registry.promote(name, 2, reason="seeded for the e2e test")
     return registry
-
-
-# ---- the stand-in inference service ------------------------------------------------------------------------
-def create_inference_app(settings: Any = None) -> Any:
-    import contextlib as cl
-
-    from prometheus_client import (
-        CONTENT_TYPE_LATEST,
-        CollectorRegistry,
-        Counter,
-        Gauge,
-        Histogram,
-        generate_latest,
-    )
-
-    from inference.errors import ImgServeError, InvalidInput
-    from serving.runtime import ModelRuntime
-    from serving.settings import ServeSettings
-
-    settings = settings or ServeSettings()
-    reg = CollectorRegistry()
-    requests = Counter("imgserve_requests", "requests", ["endpoint", "status"], registry=reg)
-    latency = Histogram("imgserve_request_duration_seconds", "latency", ["endpoint"], registry=reg,
-                        buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
-    batch = Histogram("imgserve_batch_size", "rows per run", registry=reg, buckets=(1, 2, 4, 8, 16, 32, 64))
-    queue = Gauge("imgserve_queue_depth", "rows waiting", registry=reg)
-    inflight = Gauge("imgserve_requests_in_flight", "requests in progress", registry=reg)
-    info = Gauge("imgserve_model_info", "served version", ["model", "version", "variant"], registry=reg)
-
-    def on_swap(old: str | None, new: str, seconds: float, provider: str = "") -> None:
-        if old:
-            info.labels(*old.split(":", 2)).set(0)
-        info.labels(*new.split(":", 2)).set(1)
-
-    runtime = ModelRuntime(settings, on_batch=lambda m, rows, s, w: batch.observe(rows), on_swap=on_swap)
-
-    @cl.asynccontextmanager
-    async def lifespan(app: FastAPI):  # noqa: ANN202
-        await runtime.start()
-        yield
-        await runtime.stop()
-
-    app = FastAPI(title="imgserve e2e stand-in service", lifespan=lifespan)
-
-    @app.middleware("http")
-    async def observe(request: Request, call_next):  # noqa: ANN001, ANN202
-        path = request.url.path
-        if path in ("/metrics", "/livez", "/readyz"):
-            return await call_next(request)
-        t0 = time.perf_counter()
-        inflight.inc()
-        try:
-            response = await call_next(request)
-        finally:
-            inflight.dec()
-        requests.labels(path, str(response.status_code)).inc()
-        latency.labels(path).observe(time.perf_counter() - t0)
-        queue.set(runtime.batcher.queue_depth)
-        return response
-
-    @app.exception_handler(ImgServeError)
-    async def _err(_: Request, exc: ImgServeError) -> JSONResponse:
-        return JSONResponse(exc.to_dict(), status_code=exc.http_status)
-
-    @app.post("/predict")
-    async def predict(request: Request) -> dict[str, Any]:
-        top_k = request.query_params.get("top_k")
-        if request.headers.get("content-type", "").startswith("multipart/form-data"):
-            form = await request.form()
-            upload = form.get("image")
-            if upload is None or isinstance(upload, str):
-                raise InvalidInput("send the image as the multipart field 'image'")
-            data = await upload.read()
-            top_k = top_k or form.get("top_k")
-        else:
-            data = await request.body()
-        k = int(top_k or settings.default_top_k)
-        result = await runtime.classify_images([data])
-        top = result.top_k(k)[0]
-        return {"label": top[0]["label"], "score": top[0]["score"], "top_k": top,
-                "model": {"name": result.card.name, "version": result.card.version, "variant": result.model.variant}}
-
-    @app.get("/model")
-    async def model() -> dict[str, Any]:
-        m = runtime.model
-        return {"name": m.card.name, "version": m.card.version, "variant": m.variant, "labels": list(m.card.labels)}
-
-    @app.post("/reload")
-    async def reload() -> dict[str, Any]:
-        return await runtime.reload()
-
-    @app.get("/livez")
-    async def livez() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        return JSONResponse({"ready": runtime.ready}, status_code=200 if runtime.ready else 503)
-
-    @app.get("/metrics")
-    async def metrics() -> Response:
-        return Response(generate_latest(reg), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def main(argv: list[str] | None = None) -> int:
