@@ -27,7 +27,7 @@ from .dashboard import build_router
 from .datasets import DatasetStore
 from .jobs import JobRunner, JobStore
 from .models_api import add_model_routes
-from .requests import MAX_JSON_BYTES, JobRequest, openapi_body, parse_body
+from .requests import JobRequest, openapi_body, read_json
 from .settings import AdminSettings
 
 log = logging.getLogger(__name__)
@@ -150,7 +150,7 @@ def _add_dataset_routes(app: FastAPI, state: AdminState, auth: list[params.Depen
 def _add_job_routes(app: FastAPI, state: AdminState, auth: list[params.Depends]) -> None:
     @app.post("/jobs", dependencies=auth, status_code=202, openapi_extra=openapi_body(JobRequest))
     async def start_job(request: Request) -> dict[str, Any]:
-        return state.runner.submit(parse_body(JobRequest, await read_body(request, MAX_JSON_BYTES)))
+        return state.runner.submit(await read_json(request, JobRequest))
 
     @app.get("/jobs", dependencies=auth)
     async def list_jobs() -> list[dict[str, Any]]:

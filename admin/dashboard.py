@@ -37,7 +37,7 @@ from .pages import add_page_routes
 from .requests import VersionPath
 from .rollouts import build_rollout_router
 from .serving_metrics import MetricsPoller, ServiceUnreachable
-from .versions import version_view
+from .versions import version_view, without_history
 
 if TYPE_CHECKING:
     from .app import AdminState
@@ -79,7 +79,7 @@ def _add_model_views(router: APIRouter, state: AdminState, deps: list[Depends]) 
         if not versions:
             raise NotFound(f"model {name!r} has no versions")
         raw = registry.aliases(name)
-        aliases = {k: v for k, v in raw.items() if k != "history"}
+        aliases = without_history(raw)
         return {
             "name": name,
             "models": registry.list_models(),

@@ -15,17 +15,16 @@ from fastapi.params import Depends
 
 from inference.errors import InvalidInput, NotFound
 from inference.registry import Registry
-from serving.edge import read_body
 
 from .requests import (
-    MAX_JSON_BYTES,
     PromoteRequest,
     RollbackRequest,
     VersionPath,
     VersionRef,
     openapi_body,
-    parse_body,
+    read_json,
 )
+from .versions import without_history
 
 if TYPE_CHECKING:
     from .app import AdminState
@@ -50,11 +49,12 @@ def _add_reads(app: FastAPI, state: AdminState, auth: list[Depends]) -> None:
         versions = state.registry.list_versions(name)
         if not versions:
             raise NotFound(f"model {name!r} has no versions")
-        aliases = _aliases(state.registry, name)
+        raw = state.registry.aliases(name)
+        aliases = without_history(raw)
         return {
             "name": name,
             "aliases": aliases,
-            "history": state.registry.aliases(name).get("history", []),
+            "history": raw.get("history", []),
             "versions": [_version_summary(state.registry, name, v, aliases) for v in versions],
         }
 
@@ -67,10 +67,11 @@ def _add_reads(app: FastAPI, state: AdminState, auth: list[Depends]) -> None:
     def compare(name: str, a: VersionRef, b: VersionRef = "production") -> dict[str, Any]:
         va, vb = state.registry.resolve(name, a), state.registry.resolve(name, b)
         ca, cb = state.registry.card(name, va), state.registry.card(name, vb)
+        aliases = _aliases(state.registry, name)
         acc_a, acc_b = ca.metrics.get("accuracy", {}), cb.metrics.get("accuracy", {})
         return {
-            "a": _version_summary(state.registry, name, va, _aliases(state.registry, name)),
-            "b": _version_summary(state.registry, name, vb, _aliases(state.registry, name)),
+            "a": _version_summary(state.registry, name, va, aliases),
+            "b": _version_summary(state.registry, name, vb, aliases),
             "accuracy_delta": {
                 k: acc_a[k] - acc_b[k] for k in ("fp32", "int8") if isinstance(acc_a.get(k), float | int) and isinstance(acc_b.get(k), float | int)
             },
@@ -83,7 +84,7 @@ def _add_reads(app: FastAPI, state: AdminState, auth: list[Depends]) -> None:
 def _add_alias_changes(app: FastAPI, state: AdminState, auth: list[Depends]) -> None:
     @app.post("/models/{name}/promote", dependencies=auth, openapi_extra=openapi_body(PromoteRequest))
     async def promote(name: str, request: Request) -> dict[str, Any]:
-        body = parse_body(PromoteRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, PromoteRequest)
         version = await asyncio.to_thread(state.registry.resolve, name, body.version)
         decision = None
         if body.policy == "if-better":
@@ -108,14 +109,14 @@ def _add_alias_changes(app: FastAPI, state: AdminState, auth: list[Depends]) -> 
 
     @app.post("/models/{name}/rollback", dependencies=auth, openapi_extra=openapi_body(RollbackRequest))
     async def rollback(name: str, request: Request) -> dict[str, Any]:
-        body = parse_body(RollbackRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, RollbackRequest)
         await asyncio.to_thread(state.registry.rollback, name, body.to, reason=body.reason or "rollback via admin API")
         aliases = await asyncio.to_thread(_aliases, state.registry, name)
         return {"aliases": aliases, "service": await state.notify_service(name)}
 
 
 def _aliases(registry: Registry, name: str) -> dict[str, Any]:
-    return {k: v for k, v in registry.aliases(name).items() if k != "history"}
+    return without_history(registry.aliases(name))
 
 
 def _version_summary(registry: Registry, name: str, version: int, aliases: dict[str, Any]) -> dict[str, Any]:

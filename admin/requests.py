@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar, get_args
 
-from fastapi import Path
+from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from serving.edge import read_body
 
 Architecture = Literal["small-cnn", "mobilenetv2"]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
@@ -119,6 +121,11 @@ def parse_body(model: type[Body], raw: bytes) -> Body:
         return model.model_validate_json(raw.strip() or b"{}")
     except ValidationError as exc:
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
+
+
+async def read_json(request: Request, model: type[Body]) -> Body:
+    """The request's JSON body, at most ``MAX_JSON_BYTES`` (413 beyond), as ``model`` (:func:`parse_body`)."""
+    return parse_body(model, await read_body(request, MAX_JSON_BYTES))
 
 
 def openapi_body(model: type[_Body]) -> dict[str, Any]:

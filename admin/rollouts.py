@@ -19,18 +19,17 @@ from fastapi import APIRouter, Request
 from fastapi.params import Depends
 
 from inference.errors import NotFound
-from serving.edge import read_body
 
 from .requests import (
-    MAX_JSON_BYTES,
     CanaryRequest,
     RolloutEndRequest,
     ShadowRequest,
     openapi_body,
-    parse_body,
+    read_json,
 )
 from .rollout_metrics import rollout_figures
 from .serving_metrics import MetricsPoller, ServiceUnreachable
+from .versions import without_history
 
 if TYPE_CHECKING:
     from .app import AdminState
@@ -45,12 +44,12 @@ def build_rollout_router(state: AdminState, auth: Sequence[Depends], poller: Met
 
     async def changed(name: str, change: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         aliases = await asyncio.to_thread(change, name, *args, **kwargs)
-        return {"aliases": {k: v for k, v in aliases.items() if k != "history"},
+        return {"aliases": without_history(aliases),
                 "service": await state.notify_service(name)}
 
     @router.post("/models/{name}/canary", dependencies=deps, openapi_extra=openapi_body(CanaryRequest))
     async def start_canary(name: str, request: Request) -> dict[str, Any]:
-        body = parse_body(CanaryRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, CanaryRequest)
         return await changed(name, registry.set_canary, body.version, body.weight,
                              reason=body.reason or f"canary at {body.weight:g} % via admin API")
 
@@ -58,19 +57,19 @@ def build_rollout_router(state: AdminState, auth: Sequence[Depends], poller: Met
     async def end_canary(name: str, action: str, request: Request) -> dict[str, Any]:
         if action not in ("promote", "abort"):
             raise NotFound(f"no canary action {action!r}: promote or abort")
-        body = parse_body(RolloutEndRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, RolloutEndRequest)
         return await changed(name, registry.end_canary, promote=action == "promote",
                              reason=body.reason or f"canary {action} via admin API")
 
     @router.post("/models/{name}/shadow", dependencies=deps, openapi_extra=openapi_body(ShadowRequest))
     async def start_shadow(name: str, request: Request) -> dict[str, Any]:
-        body = parse_body(ShadowRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, ShadowRequest)
         return await changed(name, registry.set_shadow, body.version, body.share,
                              reason=body.reason or f"shadow at {body.share:g} % via admin API")
 
     @router.post("/models/{name}/shadow/stop", dependencies=deps, openapi_extra=openapi_body(RolloutEndRequest))
     async def stop_shadow(name: str, request: Request) -> dict[str, Any]:
-        body = parse_body(RolloutEndRequest, await read_body(request, MAX_JSON_BYTES))
+        body = await read_json(request, RolloutEndRequest)
         return await changed(name, registry.end_shadow, reason=body.reason or "shadow stopped via admin API")
 
     @router.get("/models/{name}/rollout", dependencies=deps)

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 PER_CLASS_KEYS = ("per_class", "per_class_accuracy", "class_accuracy", "classes", "per_label")
 
 
+def without_history(aliases: dict[str, Any]) -> dict[str, Any]:
+    """``Registry.aliases`` without its ``history`` list: alias name -> version."""
+    return {k: v for k, v in aliases.items() if k != "history"}
+
+
 def _num(x: Any) -> float | None:
     return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
 
