@@ -63,7 +63,8 @@ def _order_line(settings: dict[str, Any]) -> str:
     if settings.get("interleave"):
         return ("- Order: each workload's servers were all up together and their points alternated (round r: each "
                 "concurrency, each target in turn; the in-process limit measured again before each round), so "
-                "the machine's drift is shared by all; `÷ imgserve` is the median of the per-round ratios.")
+                "the machine's drift is shared by all; only the measured server ran, the others were paused "
+                "(SIGSTOP); `÷ imgserve` is the median of the per-round ratios.")
     return "- Order: one server at a time (started, swept over every round, stopped); the machine may drift between servers."
 
 
@@ -187,13 +188,13 @@ def _results_table(ok: dict[str, Any], ip: dict[str, Any], ref: dict[int, float]
 
 
 def _quiet_lines(ok: dict[str, Any]) -> list[str]:
-    """How clean the interleaved points were: the CPU the other (idle) servers used during a point, and how long
-    a server took to go quiet after its point."""
+    """How clean the interleaved points were: the CPU the other (paused) servers used during a point, and how
+    long a server took to go quiet after its point."""
     runs = [(tname, r) for tname, t in ok.items() for rs in t.get("runs", {}).values() for r in rs]
     background = [r["background_cpu_pct"] for _, r in runs if r.get("background_cpu_pct") is not None]
     out = []
     if background:
-        out.append(f"The other servers, idle meanwhile, used {_f(statistics.median(background))} % of the machine "
+        out.append(f"The other servers, paused meanwhile, used {_f(statistics.median(background))} % of the machine "
                    f"during a point (median; at most {_f(max(background))} %).")
     settles = [(r["settle_s"], tname) for tname, r in runs if r.get("settle_s") is not None]
     if settles:

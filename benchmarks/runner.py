@@ -5,10 +5,11 @@ By default (``interleave``) every server of a workload is started and checked wi
 points alternate between them: round r measures each concurrency on each target in turn, and the in-process
 limit is measured again before each round. On a shared VM the speed of the machine drifts by 10-20 % within
 minutes; measured one server after another, that drift lands between servers and decides their order. Measured
-in turn, every server sees the same machine, and each round's limit shows how far it drifted. After each point
-the runner waits for the server to go quiet (a slow server keeps working on abandoned requests after the load
-generator stops), and it records the CPU that the other, idle servers used meanwhile. ``interleave=False``
-starts each server alone, as before.
+in turn, every server sees the same machine, and each round's limit shows how far it drifted. Only the server
+being measured runs: the others are paused (SIGSTOP, then SIGCONT for their own points), because some servers burn
+CPU when idle. After each point the runner waits for the server to go quiet (a slow server keeps working on
+abandoned requests after the load generator stops) before pausing it, and it records the CPU the paused servers
+used meanwhile (none, if pausing works). ``interleave=False`` starts each server alone, as before.
 
 The suite keeps to a time budget: servers whose estimated sweep no longer fits are reported as skipped, not
 started. Results are rewritten after every step, so an interrupted run still leaves its numbers.
@@ -206,6 +207,8 @@ class Suite:
             for lt in live:
                 lt.quiet_cores = max(QUIET_CORES, 1.5 * idle_cores + 0.05)
                 entry["targets"][lt.target.name]["idle_cores"] = round(idle_cores, 3)
+        if self.cfg.interleave:  # runs only for its own points (ServerProcess.pause explains why)
+            server.pause()
         return live
 
     def sweep(self, entry: dict[str, Any], live: list[LiveTarget], corpus: Corpus,
@@ -246,12 +249,18 @@ class Suite:
                others: list[ServerProcess]) -> dict[str, Any]:
         cfg, t = self.cfg, lt.target
         raw = cfg.out / "raw" / f"{entry['workload']['name']}-{t.name}-c{c}-r{rep}.csv.gz" if cfg.raw else None
-        background = _cpu_meter([s.pids for s in others])
-        point = measure_point(t, lt.url, corpus, c, cfg, lt.server, lt.metrics_url, raw)
+        if cfg.interleave:
+            lt.server.resume()
+        try:
+            background = _cpu_meter([s.pids for s in others])
+            point = measure_point(t, lt.url, corpus, c, cfg, lt.server, lt.metrics_url, raw)
+            point["background_cpu_pct"] = round(100.0 * background() / self.cpus, 1) if others else None
+            point["settle_s"] = round(settle(lt.server, lt.quiet_cores), 2)
+        finally:
+            if cfg.interleave:
+                lt.server.pause()
         point["repeat"], point["seq"] = rep, self.points_done  # seq: the point's place in the run's order
         self.points_done += 1
-        point["background_cpu_pct"] = round(100.0 * background() / self.cpus, 1) if others else None
-        point["settle_s"] = round(settle(lt.server, lt.quiet_cores), 2)
         entry["targets"][t.name]["runs"][str(c)].append(point)
         return point
 

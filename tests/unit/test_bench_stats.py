@@ -179,3 +179,36 @@ def test_settle_waits_until_the_server_is_quiet() -> None:
     finally:
         busy.proc.kill()
         busy.proc.wait()
+
+
+def test_a_paused_server_takes_no_cpu_and_resumes() -> None:
+    """The interleaved suite pauses the servers it is not measuring; some burn CPU when idle (LitServe polls).
+    Pausing must reach the whole process tree (here a child that spins) and stop() must still work on it."""
+    import sys
+    import time
+
+    from benchmarks.procs import ServerProcess, ServerSpec, _alive, _session_members
+    from benchmarks.promstats import process_tree_cpu
+
+    spin = "import subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'while True: pass'])\nwhile True: pass"
+    server = ServerProcess(ServerSpec("spinner", [sys.executable, "-c", spin], "http://127.0.0.1:9/"),
+                           Path("/tmp/imgserve-test-spinner.log"))
+    server.start()
+    try:
+        def cores(seconds: float) -> float:
+            cpu0 = process_tree_cpu(server.pids) or 0.0
+            time.sleep(seconds)
+            return ((process_tree_cpu(server.pids) or 0.0) - cpu0) / seconds
+
+        time.sleep(0.5)  # the child is up
+        assert cores(0.5) > 0.5
+        server.pause()
+        time.sleep(0.1)
+        assert cores(0.6) < 0.05
+        server.resume()
+        assert cores(0.5) > 0.5
+        server.pause()
+    finally:
+        server.stop(grace_s=2.0)  # resumes first: a stopped process ignores SIGTERM until continued
+    # the orphaned child may linger as a zombie until PID 1 reaps it: nothing of it runs
+    assert server.proc.poll() is not None and not [p for p in _session_members(server.proc.pid) if _alive(p)]
