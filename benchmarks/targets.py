@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,9 @@ def _imgserve_env(ctx: BuildContext, variant: str, max_batch: int, grpc_port: in
         "IMGSERVE_LOG_LEVEL": "WARNING",
         "OMP_NUM_THREADS": "1",
         "PYTHONPATH": str(ctx.imgserve_dir),  # the service's own packages, not whatever the runner imported
+        # Its own: `bentoml serve` empties $BENTOML_HOME/prometheus_multiproc_dir when it starts, so with a shared
+        # home the second imgserve of an interleaved run wiped the first one's metrics (its /metrics went blank).
+        "BENTOML_HOME": str(Path(tempfile.gettempdir()) / "imgserve-bench" / f"bentoml-{variant}-b{max_batch}"),
     }
 
 
