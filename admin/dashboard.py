@@ -90,17 +90,17 @@ def _add_model_views(router: APIRouter, state: AdminState, deps: list[Depends]) 
 
     @router.get("/models/{name}/versions/{version}/confusion.png", dependencies=deps)
     def confusion_png(name: str, version: VersionPath) -> Response:  # registry I/O: in the thread pool
+        cache = {"Cache-Control": "private, max-age=3600"}  # a version's files never change
         v = state.registry.resolve(name, version)
         png_name = confusion.find_png(state.registry.version_files(name, v))
         png = state.registry.fetch(name, v, png_name) if png_name else None
         if png is not None:
-            return FileResponse(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+            return FileResponse(png, media_type="image/png", headers=cache)
         card = state.registry.card(name, v)
         matrix = confusion.find_matrix(card.metrics, len(card.labels))
         if matrix is None:
             raise NotFound(f"version {v} of {name} has no confusion matrix")
-        return Response(confusion.render_png(matrix, card.labels), media_type="image/png",
-                        headers={"Cache-Control": "private, max-age=3600"})
+        return Response(confusion.render_png(matrix, card.labels), media_type="image/png", headers=cache)
 
 
 def _add_gradcam_view(router: APIRouter, state: AdminState, deps: list[Depends], gradcam: GradCamWorker) -> None:
