@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from inference.registry import utc_now
 
 from .runconfig import RunConfig
 
@@ -53,6 +54,3 @@ def _cpu_model() -> str:
         pass
     return platform.processor()
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from inference.registry import utc_now
 from training import progress
 
 from .corpus import Corpus, load_corpus
-from .machine import machine_meta, utc_now
+from .machine import machine_meta
 from .points import aggregate, measure_point, sanity_check, target_url
 from .procs import ServerFailed, ServerProcess, free_port, running
 from .promstats import process_tree_cpu
@@ -227,7 +228,7 @@ class Suite:
                         if self.elapsed() > self.deadline + 30:
                             entry["targets"][t.name]["note"] = "time budget ran out mid-sweep"
                             continue
-                        others = [x.server for x in live if x.server is not lt.server]
+                        others = list(dict.fromkeys(x.server for x in live if x.server is not lt.server))
                         try:
                             point = self._point(entry, lt, c, rep, corpus, others)
                         except Exception as exc:  # one target's failure must not end the other targets' sweep
