@@ -1,4 +1,4 @@
-"""Loading a registered version into a session, and what to serve when the wanted one does not load.
+"""Loading a registered version into a session, and remembering the versions that failed to load.
 
 Versions are immutable, so a version that failed to load (a truncated or corrupt ONNX file, a graph that does
 not match its metadata) will fail again: :class:`VersionLoader` remembers each failure, logs it once per version
@@ -7,9 +7,7 @@ not match its metadata) will fail again: :class:`VersionLoader` remembers each f
 always retries. Before this, a corrupt production version logged a traceback every 2 s per worker, and a
 worker that restarted came up with nothing to serve.
 
-When the alias target does not load and the worker serves nothing yet, :func:`fallback_candidates` lists what
-to try instead: earlier production versions, most recent first (``previous``, then the alias history), then
-any older version, newest first. A newer version that never was production (a candidate) is never served.
+What to serve instead when the alias target does not load: serving/fallback.py.
 """
 
 from __future__ import annotations
@@ -84,21 +82,3 @@ def _reason(exc: Exception, path: Path | None) -> str:
         text = text.replace(str(path), path.name)
     text = " ".join(text.split())
     return text if len(text) <= 240 else text[:237] + "..."
-
-
-def fallback_candidates(registry: Registry, name: str, target: int) -> list[int]:
-    """Versions to serve when ``target`` does not load, best first (see the module docstring)."""
-    existing = set(registry.list_versions(name))
-    aliases = registry.aliases(name)
-    history = [entry.get("version") for entry in reversed(aliases.get("history") or []) if isinstance(entry, dict)]
-    were_production = [aliases.get("previous"), *history]
-    older = sorted((v for v in existing if v < target), reverse=True)
-    ordered: list[int] = []
-    for value in [*were_production, *older]:
-        try:
-            version = int(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            continue
-        if version in existing and version != target and version not in ordered:
-            ordered.append(version)
-    return ordered

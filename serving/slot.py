@@ -24,7 +24,8 @@ from inference.registry import Registry, utc_now
 from inference.session import OnnxClassifier, SessionOptions
 
 from .canary import CanaryPolicy, CanaryRollout
-from .loading import VersionLoader, fallback_candidates
+from .fallback import fallback_candidates
+from .loading import VersionLoader
 from .shadow import CompareObserver, ShadowRollout, ShedObserver
 
 log = logging.getLogger(__name__)
@@ -171,7 +172,7 @@ class ModelSlot:
         """Serve ``ref`` (default: the configured alias) if it differs from what is served now.
 
         If that version cannot be loaded, the current one stays (a worker with none yet loads the newest
-        earlier production version it can, see serving/loading.py) and VersionNotLoadable (409) names the version
+        earlier production version it can, see serving/fallback.py) and VersionNotLoadable (409) names the version
         and the reason. ``retry=False`` (the alias watch) skips versions that failed a moment ago."""
         name = self.name
         ref = self.config.ref if ref is None else ref

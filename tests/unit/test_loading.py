@@ -1,5 +1,6 @@
 """serving/loading.py: a version that does not load is named with its reason, logged once, not retried by the
-watch for a while; the fallback order prefers earlier production versions and never a newer candidate."""
+watch for a while; serving/fallback.py: the fallback order prefers earlier production versions and never a
+newer candidate."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from inference.errors import VersionNotLoadable
 from inference.registry import Registry
 from inference.session import SessionOptions
-from serving.loading import VersionLoader, fallback_candidates
+from serving.fallback import fallback_candidates
+from serving.loading import VersionLoader
 from tests.fixtures import register_tiny
 
 
