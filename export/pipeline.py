@@ -83,7 +83,7 @@ def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOpti
     """Everything of a version but its number, built into ``staged`` (from ``Registry.stage``): ONNX files,
     model.keras, MODEL_CARD.md and plots. Returns the card to register; a caller may add files (the
     promotion decision) before registering."""
-    from training.evaluate import confusion_png
+    from training.evaluation_files import confusion_png
 
     from .card import write_artifacts
 

@@ -39,7 +39,8 @@ from inference.registry import KERAS_FILE
 from .architectures import Architecture, ArchParams, get_architecture
 from .config import RunResult, TrainConfig
 from .datasets import Dataset, load_dataset, native_shape
-from .evaluate import evaluate_predictions, save_evaluation
+from .evaluate import evaluate_predictions
+from .evaluation_files import save_evaluation
 from .parent import Parent, labels_reference, load_parent, tuples
 from .plots import curves_png
 from .progress import load_during, machine_load, progress_sink
