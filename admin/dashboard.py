@@ -32,6 +32,7 @@ from inference.registry import KERAS_FILE
 from serving.edge import check_length, read_body, read_upload
 
 from . import confusion
+from .confusion_render import render_png
 from .gradcam import GradCamWorker, KerasModelMissing, overlay, png_data_url
 from .pages import add_page_routes
 from .requests import VersionPath
@@ -100,7 +101,7 @@ def _add_model_views(router: APIRouter, state: AdminState, deps: list[Depends]) 
         matrix = confusion.find_matrix(card.metrics, len(card.labels))
         if matrix is None:
             raise NotFound(f"version {v} of {name} has no confusion matrix")
-        return Response(confusion.render_png(matrix, card.labels), media_type="image/png", headers=cache)
+        return Response(render_png(matrix, card.labels), media_type="image/png", headers=cache)
 
 
 def _add_gradcam_view(router: APIRouter, state: AdminState, deps: list[Depends], gradcam: GradCamWorker) -> None:

@@ -203,7 +203,7 @@ def register_version(registry: Any, name: str, *, seed: int, metrics: dict[str, 
 
 def seed_registry(root: Path, name: str, keras_model: Path | None) -> Any:
     """v1: ONNX only, confusion matrix as a list; v2: model.keras + a confusion PNG; production = v2."""
-    from admin.confusion import render_png
+    from admin.confusion_render import render_png
     from inference.registry import Registry
 
     registry = Registry(root)

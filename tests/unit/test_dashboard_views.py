@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from admin.confusion import find_matrix, find_png, render_png
+from admin.confusion import find_matrix, find_png
+from admin.confusion_render import render_png
 from admin.gradcam import colormap, overlay, png_data_url
 from admin.versions import accuracies, per_class
 
