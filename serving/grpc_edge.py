@@ -1,8 +1,6 @@
-"""The OIP gRPC server's edge: where it binds, TLS, the inference token, and how it behaves in a burst.
+"""The OIP gRPC server's edge: binding, TLS, the inference token, and how it behaves in a burst.
 
-* **Bind where HTTP binds.** ``IMGSERVE_GRPC_HOST`` unset means the address of the HTTP socket BentoML gave
-  this worker (``bentoml serve --host``), so ``--host 127.0.0.1`` no longer leaves gRPC open on every
-  interface; outside BentoML, loopback.
+* **Bind where HTTP binds** (serving/grpc_endpoint.py: the address from what BentoML told the worker).
 * **TLS from the same files.** ``IMGSERVE_SSL_CERTFILE`` / ``IMGSERVE_SSL_KEYFILE``, by default the files
   given to ``bentoml serve --ssl-certfile/--ssl-keyfile`` (BentoML passes them on to its workers).
 * **One inference token** (``IMGSERVE_API_TOKEN``) in the ``authorization`` metadata (``Bearer <token>``),
@@ -21,7 +19,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,36 +79,3 @@ def add_port(server: grpc.aio.Server, host: str, port: int, security: GrpcSecuri
     except (RuntimeError, OSError) as exc:
         raise OSError(f"cannot bind the OIP gRPC server to {address}: {exc}") from exc
 
-
-# ---- what BentoML told this worker ------------------------------------------------------------------
-def worker_flag(name: str, argv: Sequence[str]) -> str | None:
-    """The value of ``--name VALUE`` / ``--name=VALUE`` on a BentoML worker's command line."""
-    for i, arg in enumerate(argv):
-        if arg == name and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
-
-
-def http_bind_host(argv: Sequence[str]) -> str | None:
-    """The address of the HTTP socket BentoML's arbiter handed this worker (``--fd N``), or None."""
-    fd = worker_flag("--fd", argv)
-    if fd is None or not fd.isdigit():
-        return None
-    try:
-        with socket.socket(fileno=socket.dup(int(fd))) as sock:  # a duplicate: closing it leaves BentoML's open
-            return str(sock.getsockname()[0])
-    except OSError:
-        return None
-
-
-def grpc_endpoint(
-    host: str | None, token: str | None, certfile: str | None, keyfile: str | None, argv: Sequence[str]
-) -> tuple[str, GrpcSecurity]:
-    """Where the worker's gRPC server binds and what it checks: explicit settings first, then what BentoML
-    gave the worker's HTTP server (``argv``: its command line), then loopback."""
-    bind = host or http_bind_host(argv) or "127.0.0.1"
-    if not certfile and not keyfile:
-        certfile, keyfile = worker_flag("--ssl-certfile", argv), worker_flag("--ssl-keyfile", argv)
-    return bind, GrpcSecurity(token or None, certfile or None, keyfile or None)

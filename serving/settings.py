@@ -255,7 +255,7 @@ class ServeSettings(BaseSettings):
 
     def grpc_endpoint(self, argv: Sequence[str]) -> tuple[str, GrpcSecurity]:
         """gRPC's bind address and security in a BentoML worker whose command line is ``argv``."""
-        from .grpc_edge import grpc_endpoint
+        from .grpc_endpoint import grpc_endpoint
 
         return grpc_endpoint(self.grpc_host, self.api_token, self.ssl_certfile, self.ssl_keyfile, argv)
 

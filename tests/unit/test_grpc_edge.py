@@ -7,7 +7,8 @@ import socket
 import pytest
 
 from inference.errors import ConfigError, Unauthorized
-from serving.grpc_edge import GrpcSecurity, grpc_endpoint, http_bind_host, worker_flag
+from serving.grpc_edge import GrpcSecurity
+from serving.grpc_endpoint import grpc_endpoint, http_bind_host, worker_flag
 
 
 def test_worker_flag_reads_both_spellings() -> None:
