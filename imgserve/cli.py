@@ -2,7 +2,9 @@
 
 Each command lives in ``imgserve/commands/<name>.py`` with ``register(subparsers)`` that sets
 ``func=`` on its parser; the function does the work and is what tests call. Heavy imports (TensorFlow,
-BentoML) happen inside those functions, so ``imgserve --help`` is instant.
+BentoML) happen inside those functions, so ``imgserve --help`` is instant. Beside them: part of a
+command (``models_rollouts.py``: ``imgserve models canary|shadow``) and the shared ``--models-dir``
+(``registry_args.py``).
 """
 
 from __future__ import annotations

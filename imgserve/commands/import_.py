@@ -6,7 +6,7 @@ import argparse
 import shlex
 from pathlib import Path
 
-from .models import add_registry_args, registry_from
+from .registry_args import add_registry_args, registry_from
 
 
 def import_command(args: argparse.Namespace) -> int:

@@ -1,4 +1,6 @@
-"""``imgserve models list|show|promote|rollback|copy``: read and steer the registry (TF-free), local or s3://."""
+"""``imgserve models list|show|promote|rollback|copy``: read and steer the registry (TF-free), local or s3://.
+
+``canary`` and ``shadow`` rollouts: imgserve/commands/models_rollouts.py."""
 
 from __future__ import annotations
 
@@ -8,19 +10,8 @@ import os
 
 from inference.registry import Registry
 
-
-def default_models_dir() -> str:
-    return os.environ.get("IMGSERVE_MODELS_DIR", "models")
-
-
-def add_registry_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR, default models/)"
-    )
-
-
-def registry_from(args: argparse.Namespace) -> Registry:
-    return Registry(args.models_dir or default_models_dir(), cache_dir=os.environ.get("IMGSERVE_CACHE_DIR"))
+from .models_rollouts import register_rollouts
+from .registry_args import add_registry_args, registry_from
 
 
 def models_list(args: argparse.Namespace) -> int:
@@ -83,41 +74,6 @@ def _versions(numbers: list[int]) -> str:
     return ", ".join(f"v{v}" for v in numbers) if numbers else "none"
 
 
-def models_canary(args: argparse.Namespace) -> int:
-    """Start (NAME V --weight W), promote (--promote) or abort (--abort) a canary rollout."""
-    from inference.errors import ConfigError
-
-    registry = registry_from(args)
-    if args.promote or args.abort:
-        if args.version is not None:
-            raise ConfigError("--promote and --abort act on the current canary: give only the model name")
-        aliases = registry.end_canary(args.name, promote=args.promote, reason=args.reason or "cli")
-        print(f"{args.name}: canary {'promoted' if args.promote else 'aborted'}; production -> v{aliases['production']}")
-        return 0
-    if args.version is None:
-        raise ConfigError("give the version to try: imgserve models canary NAME VERSION --weight 10")
-    aliases = registry.set_canary(args.name, args.version, args.weight, reason=args.reason)
-    print(f"{args.name}: canary v{aliases['canary']} gets {args.weight:g} % of requests beside production "
-          f"v{aliases.get('production')}")
-    return 0
-
-
-def models_shadow(args: argparse.Namespace) -> int:
-    """Mirror a share of requests to a version (NAME V --share S), or stop (NAME --stop)."""
-    from inference.errors import ConfigError
-
-    registry = registry_from(args)
-    if args.stop:
-        registry.end_shadow(args.name, reason=args.reason or "cli")
-        print(f"{args.name}: shadow stopped")
-        return 0
-    if args.version is None:
-        raise ConfigError("give the version to mirror to: imgserve models shadow NAME VERSION --share 20")
-    aliases = registry.set_shadow(args.name, args.version, args.share, reason=args.reason)
-    print(f"{args.name}: {args.share:g} % of requests mirrored to v{aliases['shadow']} (answers still from production)")
-    return 0
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list, show, promote and roll back registered model versions")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", required=True)
@@ -147,25 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_registry_args(q)
     q.set_defaults(func=models_rollback)
 
-    q = msub.add_parser("canary", help="route a share of requests to another version; --promote or --abort it")
-    q.add_argument("name", help="model name")
-    q.add_argument("version", nargs="?", default=None, help="the version to try (not with --promote/--abort)")
-    q.add_argument("--weight", type=float, default=10.0, help="percent of requests (default 10)")
-    act = q.add_mutually_exclusive_group()
-    act.add_argument("--promote", action="store_true", help="make the canary production")
-    act.add_argument("--abort", action="store_true", help="remove the canary; production keeps every request")
-    q.add_argument("--reason", default="", help="recorded in the alias history")
-    add_registry_args(q)
-    q.set_defaults(func=models_canary)
-
-    q = msub.add_parser("shadow", help="mirror a share of requests to another version and compare; --stop")
-    q.add_argument("name", help="model name")
-    q.add_argument("version", nargs="?", default=None, help="the version to mirror requests to (not with --stop)")
-    q.add_argument("--share", type=float, default=20.0, help="percent of requests mirrored (default 20)")
-    q.add_argument("--stop", action="store_true", help="stop mirroring")
-    q.add_argument("--reason", default="", help="recorded in the alias history")
-    add_registry_args(q)
-    q.set_defaults(func=models_shadow)
+    register_rollouts(msub)
 
     q = msub.add_parser("copy", help="copy versions and aliases between registries (a folder or s3://bucket/prefix)")
     q.add_argument("src", help="source registry: a folder or s3://bucket/prefix")

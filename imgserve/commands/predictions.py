@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from imgserve.commands.models import add_registry_args, registry_from
+from imgserve.commands.registry_args import add_registry_args, registry_from
 
 
 def default_log_dir() -> Path:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .models import add_registry_args, default_models_dir
+from .registry_args import add_registry_args, default_models_dir
 
 
 def _command() -> str:
