@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .clients import check_loopback, infer_request
-from .load import LoadSpec, PointResult, Probe, percentile
+from .load import LoadSpec, PointResult, Probe, latency_summary
 from .wrk import run_client
 
 H2LOAD_BINARY = "h2load"
@@ -103,9 +103,7 @@ async def run_h2load(url: str, image: bytes, spec: LoadSpec, *, probe: Probe | N
         errors["non-200"] = other
     ok = max(0, len(latencies) - sum(errors.values()))
     window_s = float(finished.group(1)) / (1000.0 if finished.group(2) == "ms" else 1.0)
-    latencies.sort()
-    latency = {f"p{q}": round(percentile(latencies, q), 3) for q in (50, 90, 95, 99)}
-    latency.update(mean=round(sum(latencies) / max(1, len(latencies)), 3), max=round(latencies[-1] if latencies else 0.0, 3))
+    latency = latency_summary(sorted(latencies))
     return PointResult(
         concurrency=spec.concurrency, window_s=window_s, completed=len(latencies) + other, ok=ok,
         throughput=ok / window_s, latency_ms=latency, errors=errors, sent=len(latencies) + other, unfinished=0,

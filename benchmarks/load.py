@@ -79,6 +79,17 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
+def latency_summary(sorted_ms: Sequence[float]) -> dict[str, float]:
+    """mean, p50/p90/p95/p99 and max of sorted latencies in ms, rounded to µs; NaN for a point with none (a report
+    shows "–", never a 0 that reads as a fast answer)."""
+    lat = {
+        "mean": float(sum(sorted_ms) / len(sorted_ms)) if sorted_ms else float("nan"),
+        **{f"p{q}": percentile(sorted_ms, q) for q in (50, 90, 95, 99)},
+        "max": float(sorted_ms[-1]) if sorted_ms else float("nan"),
+    }
+    return {k: round(v, 3) for k, v in lat.items()}
+
+
 def summarize(
     samples: Sequence[tuple[float, float, str]], window: tuple[float, float], concurrency: int
 ) -> dict[str, Any]:
@@ -88,18 +99,13 @@ def summarize(
     ok_lat = sorted((e - s) * 1e3 for s, e, st in inside if st in OK_STATUSES)
     errors = Counter(st for _, _, st in inside if st not in OK_STATUSES)
     span = max(1e-9, t1 - t0)
-    lat = {
-        "mean": float(sum(ok_lat) / len(ok_lat)) if ok_lat else float("nan"),
-        **{f"p{q}": percentile(ok_lat, q) for q in (50, 90, 95, 99)},
-        "max": ok_lat[-1] if ok_lat else float("nan"),
-    }
     return {
         "concurrency": concurrency,
         "window_s": span,
         "completed": len(inside),
         "ok": len(ok_lat),
         "throughput": len(ok_lat) / span,
-        "latency_ms": {k: round(v, 3) for k, v in lat.items()},
+        "latency_ms": latency_summary(ok_lat),
         "errors": dict(sorted(errors.items())),
     }
 

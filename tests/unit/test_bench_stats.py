@@ -4,6 +4,7 @@ target/workload selection, corpus determinism. No server, no TensorFlow."""
 from __future__ import annotations
 
 import email.parser
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from benchmarks.bodies import multipart_body, v2_json_body
 from benchmarks.clients import check_loopback
 from benchmarks.corpus import load_corpus
-from benchmarks.load import percentile, summarize
+from benchmarks.load import latency_summary, percentile, summarize
 from benchmarks.points import aggregate
 from benchmarks.promstats import parse_histogram_sums, server_side
 from benchmarks.targets import QUICK_TARGETS, TARGETS, select_targets
@@ -36,6 +37,16 @@ def test_summarize_counts_only_completions_inside_the_window() -> None:
     assert s["completed"] == 3 and s["ok"] == 2 and s["errors"] == {"503": 1}
     assert s["throughput"] == pytest.approx(1.0)
     assert s["latency_ms"]["p50"] == pytest.approx(100.0) and s["latency_ms"]["max"] == pytest.approx(200.0)
+
+
+def test_latency_summary_is_nan_without_samples() -> None:
+    """One summary for every load generator (Python client, wrk, h2load): a point with no answers reads as
+    missing ("–" in the report), not as 0 ms; h2load's copy used to say 0.0."""
+    empty = latency_summary([])
+    assert set(empty) == {"mean", "p50", "p90", "p95", "p99", "max"}
+    assert all(math.isnan(v) for v in empty.values())
+    some = latency_summary([1.0, 2.0, 3.0, 10.0004])
+    assert some == {"mean": 4.0, "p50": 2.0, "p90": 10.0, "p95": 10.0, "p99": 10.0, "max": 10.0}
 
 
 def test_multipart_body_is_a_valid_form() -> None:
