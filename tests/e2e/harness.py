@@ -17,7 +17,6 @@ import argparse
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,12 +34,6 @@ FASHION = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shi
 
 
 # ---- processes ----------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ServerProcess:
     """``cmd`` in a subprocess (own process group), output to ``log``; ready when ``ready_url`` answers 200."""
 

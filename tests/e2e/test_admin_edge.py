@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.e2e.harness import ServerProcess, free_port
+from tests.e2e.harness import ServerProcess
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

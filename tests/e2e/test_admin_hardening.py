@@ -23,8 +23,9 @@ import httpx
 import pytest
 
 from inference.registry import Registry
-from tests.e2e.harness import ServerProcess, free_port, register_version, stand_in_launcher
+from tests.e2e.harness import ServerProcess, register_version, stand_in_launcher
 from tests.fixtures import class_folder_zip, encode_image, register_tiny, sample_image
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

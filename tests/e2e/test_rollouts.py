@@ -22,9 +22,10 @@ from inference.reference import REFERENCE_FILE, build_reference
 from inference.registry import Registry
 from inference.session import OnnxClassifier
 from tests.e2e.conftest import Server, running_server
-from tests.e2e.harness import REPO, ServerProcess, free_port
+from tests.e2e.harness import REPO, ServerProcess
 from tests.e2e.test_canary import failing_onnx_bytes
 from tests.fixtures import encode_image, register_tiny, tiny_card
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,8 @@ from PIL import Image
 from admin.app import create_app
 from admin.settings import AdminSettings
 from inference.registry import Registry
-from tests.e2e.harness import FASHION, band_png, free_port, metrics_for, register_version
+from tests.e2e.harness import FASHION, band_png, metrics_for, register_version
+from tests.ports import free_port
 
 TOKEN = "dash-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

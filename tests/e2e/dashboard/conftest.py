@@ -20,11 +20,11 @@ from tests.e2e.dashboard.stack import HAVE_TF, MODEL, TOKEN, _admin
 from tests.e2e.harness import (
     REPO,
     ServerProcess,
-    free_port,
     inference_command,
     seed_registry,
     stand_in_launcher,
 )
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

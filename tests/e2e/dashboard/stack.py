@@ -8,7 +8,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from tests.e2e.harness import ServerProcess, free_port
+from tests.e2e.harness import ServerProcess
+from tests.ports import free_port
 
 TOKEN = "e2e-dashboard-token"
 MODEL = "fashion"

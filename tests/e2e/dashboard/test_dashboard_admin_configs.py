@@ -24,8 +24,9 @@ from tests.e2e.dashboard.browser import (
     wait,
 )
 from tests.e2e.dashboard.stack import HAVE_RETRAIN, MODEL, _admin
-from tests.e2e.harness import ServerProcess, free_port
+from tests.e2e.harness import ServerProcess
 from tests.fixtures import class_folder_zip
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
