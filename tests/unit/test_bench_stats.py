@@ -49,6 +49,18 @@ def test_latency_summary_is_nan_without_samples() -> None:
     assert some == {"mean": 4.0, "p50": 2.0, "p90": 10.0, "p95": 10.0, "p99": 10.0, "max": 10.0}
 
 
+def test_wrk_point_without_answers_has_no_latency() -> None:
+    from benchmarks.wrk import to_point
+
+    raw = {"duration_us": 1_000_000, "requests": 0, "status": 0, "connect": 0, "read": 0, "write": 0, "timeout": 3,
+           **{f"{k}_ms": 0.0 for k in ("mean", "p50", "p90", "p95", "p99", "max")}}
+    point = to_point(raw, 4, 0.01, {}).to_dict()
+    assert point["ok"] == 0 and point["errors"] == {"timeout": 3}
+    assert all(math.isnan(v) for v in point["latency_ms"].values())
+    answered = to_point({**raw, "requests": 5, "p50_ms": 1.23456}, 4, 0.01, {}).to_dict()
+    assert answered["latency_ms"]["p50"] == 1.235 and answered["ok"] == 5
+
+
 def test_multipart_body_is_a_valid_form() -> None:
     req = multipart_body("image", b"\x89PNG-bytes", "image/png")
     message = email.parser.BytesParser().parsebytes(
