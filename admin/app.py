@@ -94,7 +94,8 @@ def create_app(settings: AdminSettings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "auth": bool(settings.admin_token)}
+        # the upload limit lets `imgserve retrain --via` refuse an oversized folder before zipping it
+        return {"status": "ok", "auth": bool(settings.admin_token), "max_upload_bytes": settings.max_upload_bytes}
 
     @app.get("/openapi.json", dependencies=auth, include_in_schema=False)
     async def openapi() -> JSONResponse:

@@ -6,13 +6,14 @@ Every expected failure (runner unreachable, refused token, a 4xx answer, a faile
 
 from __future__ import annotations
 
-import io
+import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from inference.errors import ImgServeError, InvalidInput
+from inference.imagecodec import IMAGE_SUFFIXES
 
 
 class RunnerUnreachable(ImgServeError):
@@ -20,14 +21,65 @@ class RunnerUnreachable(ImgServeError):
     error_type = "runner_unreachable"
 
 
-def zip_folder(src: Path) -> bytes:
-    """A folder of class folders as zip bytes (what ``POST /datasets`` takes)."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for path in sorted(src.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(src).as_posix())
-    return buf.getvalue()
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _check_size(src: Path, size: int, limit: int | None, what: str) -> None:
+    if limit is not None and size > limit:
+        raise InvalidInput(
+            f"--data {src}: {what} {_mib(size)}; the admin runner accepts uploads of at most {_mib(limit)} "
+            "(its IMGSERVE_MAX_UPLOAD_BYTES): upload fewer images, or split them over several --data"
+        )
+
+
+def dataset_archive(src: Path, limit: int | None) -> IO[bytes]:
+    """``src`` as a zip in an open temporary file (memory stays flat whatever the size). A folder becomes a zip
+    of what training would read of it (``training.folders.image_files``: images inside class folders), stored
+    as they are (images are compressed already). Refused before anything is read or written when there is
+    nothing to train on or, by the files' sizes, more than ``limit`` bytes (the runner's upload limit)."""
+    from training.folders import image_files
+
+    if src.is_file():
+        _check_size(src, src.stat().st_size, limit, "the zip is")
+        return open(src, "rb")  # noqa: SIM115 - the caller closes it after the upload
+    files = image_files(src)
+    if not files:
+        raise InvalidInput(
+            f"--data {src}: no images in class folders (expected {src}/<class>/<image>, "
+            f"with suffix {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
+    _check_size(src, sum(path.stat().st_size for _, path in files), limit, f"{len(files)} images are")
+    out = tempfile.TemporaryFile()
+    try:
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            for rel, path in files:
+                zf.write(path, rel)
+        _check_size(src, out.tell(), limit, "the zip of its images is")
+    except BaseException:
+        out.close()
+        raise
+    out.seek(0)
+    return out
+
+
+def _upload(client: Any, base: str, src: Path, limit: int | None) -> str:
+    """One ``POST /datasets`` of ``src`` as an application/zip body streamed from disk; returns the dataset id.
+    The Content-Length goes first, so a runner with a smaller limit answers 413 before reading it."""
+    with dataset_archive(src, limit) as archive:
+        size = archive.seek(0, 2)
+        archive.seek(0)
+        headers = {"Content-Type": "application/zip", "Content-Length": str(size)}
+        return _checked(client.post(f"{base}/datasets", content=archive, headers=headers))["id"]
+
+
+def _runner_limit(client: Any, base: str) -> int | None:
+    """The runner's upload limit, from its ``/health`` (None from a runner that does not say)."""
+    try:
+        limit = client.get(f"{base}/health").json().get("max_upload_bytes")
+    except ValueError:
+        return None
+    return limit if isinstance(limit, int) else None
 
 
 def _checked(r: Any) -> Any:
@@ -56,17 +108,15 @@ def run_remote(base: str, token: str | None, data: list[Path], job_params: dict[
     its result (raises with the job's error when it did not succeed)."""
     import httpx
 
+    for src in data:  # before anything goes over the wire
+        if not src.exists():
+            raise InvalidInput(f"--data {src}: no such file or folder")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     base = base.rstrip("/")
     try:
         with httpx.Client(timeout=120, headers=headers) as client:
-            ids = []
-            for src in data:
-                if not src.exists():
-                    raise InvalidInput(f"--data {src}: no such file or folder")
-                payload = zip_folder(src) if src.is_dir() else src.read_bytes()
-                files = {"file": (src.name + ".zip", payload, "application/zip")}
-                ids.append(_checked(client.post(f"{base}/datasets", files=files))["id"])
+            limit = _runner_limit(client, base)
+            ids = [_upload(client, base, src, limit) for src in data]
             job = _checked(client.post(f"{base}/jobs", json={"datasets": ids, **job_params}))
             print(f"job {job['id']} queued on {base}", flush=True)
             seen = 0

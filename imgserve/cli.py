@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:  # httpx logs every request at INFO: `retrain --via` would print one line per poll
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         result = args.func(args)
     except ImgServeError as exc:

@@ -39,13 +39,20 @@ def _is_image(name: str) -> bool:
     )
 
 
-def _dir_entries(root: Path) -> list[_Entry]:
-    entries = []
+def image_files(root: Path) -> list[tuple[str, Path]]:
+    """The files a class-folder dataset consists of, sorted, as (path relative to ``root``, path): images
+    inside a class folder, hidden files and other suffixes left out. What training reads, and all that
+    ``imgserve retrain --via`` uploads (a folder also holding other things is not sent whole)."""
+    files = []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
-        if len(PurePosixPath(rel).parts) >= 2 and path.is_file() and _is_image(rel):
-            entries.append(_Entry(rel, PurePosixPath(rel).parts[0], path.read_bytes))
-    return entries
+        if len(PurePosixPath(rel).parts) >= 2 and _is_image(rel) and path.is_file():
+            files.append((rel, path))
+    return files
+
+
+def _dir_entries(root: Path) -> list[_Entry]:
+    return [_Entry(rel, PurePosixPath(rel).parts[0], path.read_bytes) for rel, path in image_files(root)]
 
 
 def _zip_entries(archive: zipfile.ZipFile) -> list[_Entry]:

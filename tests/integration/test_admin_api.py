@@ -24,7 +24,7 @@ def client(tmp_path: Path):  # noqa: ANN201
 
 
 def test_health_needs_no_token(client: TestClient) -> None:
-    assert client.get("/health").json() == {"status": "ok", "auth": True}
+    assert client.get("/health").json() == {"status": "ok", "auth": True, "max_upload_bytes": 200 * 2**20}
 
 
 @pytest.mark.parametrize("path", ["/datasets", "/jobs", "/models", "/models/tiny/versions"])
