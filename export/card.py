@@ -75,8 +75,9 @@ def _origin(parent: dict[str, Any]) -> str:
     return f"warm start from {parent.get('path')}"
 
 
-def model_card_markdown(card: ModelCard) -> str:
-    """The human-readable card: data, metrics overall and per class, INT8 delta, intended use, the command."""
+def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
+    """The human-readable card: data, metrics overall and per class, INT8 delta, intended use, the command.
+    ``curves``: whether ``training_curves.png`` exists (not for versions whose run kept no history)."""
     acc = card.metrics.get("accuracy", {})
     fp32, int8 = acc.get("fp32"), acc.get("int8")
     delta = f"{100 * (int8 - fp32):+.2f} pt" if isinstance(fp32, float) and isinstance(int8, float) else "n/a"
@@ -101,7 +102,8 @@ def model_card_markdown(card: ModelCard) -> str:
         "",
         *_class_rows(card),
         "",
-        "Confusion matrix: `confusion.png` (fp32 ONNX, test set). Training curves: `training_curves.png`.",
+        "Confusion matrix: `confusion.png` (fp32 ONNX, test set). Training curves: "
+        + ("`training_curves.png`." if curves else "not kept (this version's run recorded no per-epoch history)."),
         "",
         "## Training",
         f"- {t.get('epochs_run', 'n/a')} epochs (stopped by {t.get('stopped_by', 'n/a')}, best epoch "
@@ -124,7 +126,32 @@ def write_artifacts(out: Path, card: ModelCard, confusion_png: bytes, history: d
     """MODEL_CARD.md, confusion.png and training_curves.png into a staged version directory."""
     from training.plots import curves_png
 
-    atomic_write_bytes(out / CARD_FILE, model_card_markdown(card).encode())
+    atomic_write_bytes(out / CARD_FILE, model_card_markdown(card, curves=bool(history)).encode())
     atomic_write_bytes(out / CONFUSION_FILE, confusion_png)
     if history:
         atomic_write_bytes(out / CURVES_FILE, curves_png(history, f"{card.name}: {card.architecture}"))
+
+
+def write_missing_artifacts(version_dir: Path, card: ModelCard) -> list[str]:
+    """MODEL_CARD.md and confusion.png for a version registered before export wrote them (the shipped
+    fashion-mnist v1), from its metadata alone; a file the version has is never replaced, and its model files
+    are not touched. No curves: such runs kept no per-epoch history. Returns the names written."""
+    from training.evaluate import Evaluation
+    from training.evaluation_files import confusion_png
+
+    written = []
+    if not (version_dir / CARD_FILE).exists():
+        atomic_write_bytes(version_dir / CARD_FILE, model_card_markdown(card, curves=False).encode())
+        written.append(CARD_FILE)
+    matrix = card.metrics.get("confusion_matrix", {}).get("fp32")
+    if matrix and not (version_dir / CONFUSION_FILE).exists():
+        evaluated = Evaluation(
+            accuracy=float(card.metrics["accuracy"]["fp32"]),
+            report={},
+            confusion=matrix,
+            labels=tuple(card.labels),
+            count=int(sum(map(sum, matrix))),
+        )
+        atomic_write_bytes(version_dir / CONFUSION_FILE, confusion_png(evaluated))
+        written.append(CONFUSION_FILE)
+    return written

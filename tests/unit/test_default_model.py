@@ -27,3 +27,26 @@ def test_shipped_default_model(variant: str) -> None:
     test = load_fashion_mnist().test
     probs = model.predict_pixels(test.x[:1000])
     assert (probs.argmax(1) == test.y[:1000]).mean() >= 0.9
+
+
+def test_shipped_default_model_has_its_card_and_confusion_matrix(tmp_path: Path) -> None:
+    """v1 predates export's cards: its MODEL_CARD.md and confusion.png were written from its metadata by
+    ``export.card.write_missing_artifacts`` and must stay what that writes; existing files are never replaced."""
+    import shutil
+
+    from export.card import CARD_FILE, CONFUSION_FILE, model_card_markdown, write_missing_artifacts
+
+    registry = Registry(ROOT / "models")
+    card = registry.card("fashion-mnist", 1)
+    shipped = registry.version_dir("fashion-mnist", 1)
+    text = (shipped / CARD_FILE).read_text()
+    assert text == model_card_markdown(card, curves=False)
+    assert "T-shirt_top" in text and "93.34 %" in text and "not kept" in text
+    assert (shipped / CONFUSION_FILE).read_bytes().startswith(b"\x89PNG")
+    assert write_missing_artifacts(shipped, card) == []  # nothing to add, nothing rewritten
+
+    legacy = tmp_path / "1"
+    legacy.mkdir()
+    shutil.copy(shipped / "metadata.json", legacy / "metadata.json")
+    assert write_missing_artifacts(legacy, card) == [CARD_FILE, CONFUSION_FILE]
+    assert (legacy / CARD_FILE).read_text() == text
