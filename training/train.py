@@ -86,6 +86,7 @@ def train(
     parent = load_parent(config.init_from)
     spec = resolve_preprocessing(config, arch, parent)
     reference = parent if parent is not None else labels_reference(config.labels_from)
+    write_event = _open_run_dir(out, Path(progress_file) if progress_file else out / "progress.jsonl", on_progress)
     t_start = time.perf_counter()
     dataset = load_dataset(
         config.dataset,
@@ -103,13 +104,8 @@ def train(
     train_split = dataset.train
     if config.max_train_samples:
         train_split = train_split.sample(config.max_train_samples, config.seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / SUMMARY_FILE).unlink(missing_ok=True)
     seen: set[str] = set()
     loads = [os.getloadavg()[0]]
-    write_event = progress_sink(
-        Path(progress_file) if progress_file else out / "progress.jsonl", on_progress
-    )
 
     def sink(event: dict[str, Any]) -> None:
         seen.add(event["event"])
@@ -146,6 +142,22 @@ def train(
     log.info("test accuracy %.4f on %d %s images; trained %d epochs in %.0fs", evaluation.accuracy,
              evaluation.count, dataset.test_source, summary["epochs_run"], train_seconds)
     return RunResult(out, evaluation.accuracy, train_seconds, summary["epochs_run"], summary)
+
+
+def _open_run_dir(
+    out: Path, progress_file: Path, on_progress: Callable[[dict[str, Any]], None] | None
+) -> Callable[[dict[str, Any]], None]:
+    """Create the run directory and its progress file before any data is read, so that a ``--out`` that cannot
+    be written fails at once with one line (it was a traceback, after loading the data); drop an earlier
+    run's summary.json there, whose presence would mark this run finished."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / SUMMARY_FILE).unlink(missing_ok=True)
+        return progress_sink(progress_file, on_progress)
+    except OSError as exc:
+        failed = Path(exc.filename) if exc.filename else out
+        what = f"the run directory {out}" if failed == out else str(failed)
+        raise ConfigError(f"cannot write {what}: {'it is a file' if failed.is_file() else exc.strerror}") from None
 
 
 def _summary(

@@ -23,6 +23,12 @@ from training.train import TrainConfig
         ),
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
         (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),
+        (["train", "--out", "{tmp}/afile"], "cannot write the run directory {tmp}/afile: it is a file"),
+        (["train", "--out", "{tmp}/afile/run"], "cannot write the run directory {tmp}/afile/run: Not a directory"),
+        (
+            ["train", "--out", "{tmp}/run", "--progress-file", "{tmp}/afile/p.jsonl"],
+            "cannot write {tmp}/afile: it is a file",  # the progress file's folder
+        ),
         (
             ["export", "{tmp}/norun", "--name", "x", "--models-dir", "{tmp}/m"],
             "run directory {tmp}/norun not found",
@@ -42,6 +48,7 @@ def test_bad_input_is_one_line_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     (tmp_path / "empty").mkdir()
+    (tmp_path / "afile").write_text("not a folder")
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     captured = capsys.readouterr()
     err = captured.err.strip()
