@@ -30,7 +30,7 @@ from inference.errors import ConfigError, InvalidInput
 from inference.labels import match_folders
 from inference.registry import KERAS_FILE, METADATA_FILE, VARIANT_FILES, Registry
 
-from .policy import PROMOTION_FILE, Contender, Decision, decide, list_labelled_images, registered
+from .policy import POLICIES, PROMOTION_FILE, Contender, Decision, decide, list_labelled_images, registered
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ class RetrainOptions:
     progress_file: Path | None = None
     result_file: Path | None = None
     command: str = "imgserve retrain"
+
+    def __post_init__(self) -> None:  # bad flags fail before the data is read, not after
+        checks = [
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (0 <= self.margin < 1, "margin must be in [0, 1): an accuracy the candidate must beat production by"),
+            (self.img_size is None or self.img_size >= 1, "image size must be >= 1"),
+            (self.batch_size is None or self.batch_size >= 1, "batch size must be >= 1"),
+            (0 < self.heldout_fraction < 1, "held-out fraction must be in (0, 1)"),
+            (self.promote in POLICIES, f"promote policy must be one of {', '.join(POLICIES)}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
 
 
 @dataclass(frozen=True)
@@ -105,6 +118,22 @@ def split_heldout(items: Items, fraction: float) -> tuple[Items, Items]:
         held += [(p, label) for _, p in entries[:n_held]]
         train += [(p, label) for _, p in entries[n_held:]]
     return train, held
+
+
+def check_class_sizes(items: Items, train_items: Items) -> None:
+    """Each class must keep enough images for training once its held-out ones are set aside; said in terms
+    of what was uploaded (training itself would name the folder of symlinks it reads and count only those)."""
+    from collections import Counter
+
+    from training.datasets import MIN_IMAGES_PER_CLASS
+
+    uploaded, kept = Counter(f for _, f in items), Counter(f for _, f in train_items)
+    few = [f"{folder!r} ({uploaded[folder]})" for folder in sorted(uploaded) if kept[folder] < MIN_IMAGES_PER_CLASS]
+    if few:
+        raise InvalidInput(
+            f"retraining needs at least {MIN_IMAGES_PER_CLASS + 1} images per class (1 held out to compare with "
+            f"production, {MIN_IMAGES_PER_CLASS} to train, validate and test); too few in {', '.join(few)}"
+        )
 
 
 def link_tree(items: Items, root: Path) -> Path:
@@ -176,6 +205,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
         raise InvalidInput(f"retraining needs at least 2 classes; the data has {folders}")
     start = plan_start(registry, opts, folders)
     train_items, heldout = split_heldout(items, opts.heldout_fraction)
+    check_class_sizes(items, train_items)
     log.info("retrain %s: %d images (%d train, %d held out), %d class folders; %s",
              opts.name, len(items), len(train_items), len(heldout), len(folders), start.how)
     production = _production(registry, opts.name)

@@ -23,15 +23,12 @@ def _command() -> str:
 def retrain_command(args: argparse.Namespace) -> int:
     from admin.retrain import RetrainOptions, retrain
 
-    if args.via:
-        out = _via(args)
-    else:
-        fields = {f.name for f in dataclasses.fields(RetrainOptions)} - {"data", "models_dir", "command"}
-        opts = RetrainOptions(
-            data=tuple(Path(d) for d in args.data), models_dir=args.models_dir or default_models_dir(),
-            command=_command(), **{k: getattr(args, k) for k in fields},
-        )
-        out = retrain(opts)
+    fields = {f.name for f in dataclasses.fields(RetrainOptions)} - {"data", "models_dir", "command"}
+    opts = RetrainOptions(  # checks the flags, also before --via uploads anything
+        data=tuple(Path(d) for d in args.data), models_dir=args.models_dir or default_models_dir(),
+        command=_command(), **{k: getattr(args, k) for k in fields},
+    )
+    out = _via(args) if args.via else retrain(opts)
     d = out["decision"]
     int8 = out["metrics"].get("int8", float("nan"))
     print(f"{out['model']}: candidate v{out['candidate_version']} ({out['start']}; int8 acc {int8:.4f}); "
