@@ -304,14 +304,28 @@ def _write_run(
     atomic_write_bytes(out / CURVES_FILE, curves_png(history, f"{config.arch} on {dataset.name}"))
 
 
+# What export reads of a finished run (besides summary.json, written last)
+RUN_FILES = (KERAS_FILE, HELDOUT_FILE, "config.json", "labels.json", "preprocessing.json", "dataset.json",
+             "evaluation.json")
+
+
 def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The pieces of a finished run that export needs; a clear error for a missing or unfinished run."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"run directory {run} not found (create it with `imgserve train --out {run}`)")
-    if not (run / SUMMARY_FILE).is_file() or not (run / KERAS_FILE).is_file():
+    if not (run / SUMMARY_FILE).is_file():
         raise ConfigError(f"run directory {run} is incomplete: training did not finish (no {SUMMARY_FILE})")
-    read = lambda name: json.loads((run / name).read_text())  # noqa: E731
+    missing = [n for n in RUN_FILES if not (run / n).is_file()]
+    if missing:
+        raise ConfigError(f"run directory {run} is incomplete: no {', '.join(missing)}; train it again")
+
+    def read(name: str) -> Any:
+        try:
+            return json.loads((run / name).read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"run directory {run}: {name} cannot be read ({exc}); train it again") from None
+
     return {
         "config": read("config.json"),
         "labels": tuple(read("labels.json")),

@@ -151,6 +151,18 @@ def test_crash_mid_export_leaves_nothing(
     assert sorted(p.name for p in (tmp_path / "digits" / "versions").iterdir()) == ["1"]  # no staging left
 
 
+def test_a_damaged_model_keras_is_one_error_and_registers_nothing(digits_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from inference.errors import ImgServeError
+
+    run = shutil.copytree(digits_run, tmp_path / "run")
+    (run / "model.keras").write_bytes((run / "model.keras").read_bytes()[:1000])  # truncated: a full disk
+    with pytest.raises(ImgServeError, match=r"model.keras cannot be read \(.*\); train it again"):
+        _export(run, tmp_path / "models")
+    assert Registry(tmp_path / "models").list_versions("digits") == []
+
+
 def test_int8_accuracy_gate(
     digits_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,3 +72,31 @@ def test_recorded_command_reproduces_the_config() -> None:
         "imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
         "--img-size 16 --augment --out runs/d"
     )
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ({"summary.json": "{"}, "run directory {run}: summary.json cannot be read (Expecting property name"),
+        ({"labels.json": None}, "run directory {run} is incomplete: no labels.json; train it again"),
+        ({"model.keras": None, "dataset.json": None}, "is incomplete: no model.keras, dataset.json; train it again"),
+        ({"heldout.npz": "PK\x03\x04 truncated"}, "{run}: heldout.npz cannot be read (BadZipFile: "),
+    ],
+)
+def test_a_damaged_run_is_one_line_before_tensorflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: dict[str, str | None], message: str
+) -> None:
+    """A run directory whose files were truncated or deleted (a full disk, a hand edit): export names the file
+    in one line; it printed a JSONDecodeError or BadZipFile traceback, or 'no summary.json' for a missing model."""
+    run = tmp_path / "run"
+    run.mkdir()
+    files = {n: "{}" for n in ("summary.json", "config.json", "dataset.json", "evaluation.json")}
+    files |= {"labels.json": '["a", "b"]', "preprocessing.json": '{"height": 8, "width": 8, "channels": 1}'}
+    files |= {"model.keras": "not read before the held-out images", "heldout.npz": ""}
+    for name, text in (files | damage).items():
+        if text is not None:
+            (run / name).write_text(text)
+    assert main(["export", str(run), "--name", "x", "--models-dir", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and err.startswith("imgserve export: error: ") and message.format(run=run) in err, err
+    assert not [p for p in (tmp_path / "m").rglob("*") if not p.is_dir()]  # nothing registered or left staged
