@@ -17,11 +17,9 @@ import logging
 import os
 import tempfile
 import time
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +28,7 @@ from inference.metadata import ModelCard, Preprocessing, TensorSpec
 from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
 from training import progress as steps
+from training.damaged import read_or_explain
 from training.evaluate import Evaluation, evaluate_predictions
 from training.train import load_run
 
@@ -37,7 +36,6 @@ from .quantize import QuantizationConfig
 from .reference import reference_of
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class ExportGateError(ImgServeError):
@@ -82,16 +80,6 @@ def export_run(run_dir: str | os.PathLike[str], registry: Registry, options: Exp
     return card
 
 
-def read_run_file(path: Path, read: Callable[[Path], T]) -> T:
-    """``read(path)`` for a file of a run, a damaged one (truncated, overwritten) said in one line."""
-    try:
-        return read(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise ImgServeError(
-            f"run directory {path.parent}: {path.name} cannot be read ({type(exc).__name__}: {exc}); train it again"
-        ) from None
-
-
 def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOptions) -> ModelCard:
     """Everything of a version but its number, built into ``staged`` (from ``Registry.stage``): ONNX files,
     model.keras, MODEL_CARD.md and plots. Returns the card to register; a caller may add files (the
@@ -101,14 +89,14 @@ def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOpti
     from .card import write_artifacts
 
     run = load_run(run_dir)
-    held = read_run_file(run["heldout_path"], lambda p: dict(np.load(p)))  # every array read now
+    held = read_or_explain(run["heldout_path"], lambda p: dict(np.load(p)))  # every array read now
     if not {"x_test", "y_test", "x_calib"} <= held.keys():
         raise ImgServeError(f"run directory {run_dir}: {run['heldout_path'].name} lacks test or calibration images")
     spec: Preprocessing = run["preprocessing"]
 
     import keras  # TensorFlow loads only once the run is known to be complete
 
-    model = read_run_file(run["keras_path"], lambda p: keras.models.load_model(p, compile=False))
+    model = read_or_explain(run["keras_path"], lambda p: keras.models.load_model(p, compile=False))
     measured = build_version(
         model,
         staged,

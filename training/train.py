@@ -38,6 +38,7 @@ from inference.registry import KERAS_FILE
 
 from .architectures import Architecture, ArchParams, get_architecture
 from .config import RunResult, TrainConfig
+from .damaged import read_or_explain
 from .datasets import Dataset, load_dataset, native_shape
 from .evaluate import evaluate_predictions
 from .evaluation_files import save_evaluation
@@ -207,7 +208,8 @@ def _fit(
 
     keras.utils.set_random_seed(config.seed)
     if parent is not None:
-        model = keras.models.load_model(parent.path, compile=False)
+        load = lambda p: keras.models.load_model(p, compile=False)  # noqa: E731
+        model = read_or_explain(parent.path, load, "warm-start from another model, or train from scratch")
         _check_warm_start(model, spec, len(dataset.labels))
     else:
         from .architectures import build_model
