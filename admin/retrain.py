@@ -192,11 +192,11 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     """The whole pipeline; returns (and writes to ``result_file``) what happened."""
     from export.pipeline import ExportOptions, stage_run
     from training.progress import step
+    from training.runfiles import make_dir
     from training.train import TrainConfig, train
 
     registry = Registry(opts.models_dir)
-    work = Path(opts.work_dir or f"runs/retrain-{time.strftime('%Y%m%d-%H%M%S')}")
-    work.mkdir(parents=True, exist_ok=True)
+    work = make_dir(Path(opts.work_dir or f"runs/retrain-{time.strftime('%Y%m%d-%H%M%S')}"), "the work directory")
     progress = opts.progress_file or work / "progress.jsonl"
     with step("read the data"):
         items = gather_images(opts.data, work)

@@ -28,8 +28,8 @@ from inference.metadata import ModelCard, Preprocessing, TensorSpec
 from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
 from training import progress as steps
-from training.damaged import read_or_explain
 from training.evaluate import Evaluation, evaluate_predictions
+from training.runfiles import read_or_explain
 from training.train import load_run
 
 from .quantize import QuantizationConfig

@@ -38,13 +38,13 @@ from inference.registry import KERAS_FILE
 
 from .architectures import Architecture, ArchParams, get_architecture
 from .config import RunResult, TrainConfig
-from .damaged import read_or_explain
 from .datasets import Dataset, load_dataset, native_shape
 from .evaluate import evaluate_predictions
 from .evaluation_files import save_evaluation
 from .parent import Parent, labels_reference, load_parent, tuples
 from .plots import curves_png
 from .progress import load_during, machine_load, progress_sink
+from .runfiles import explain_os_error, make_dir, read_or_explain
 
 log = logging.getLogger(__name__)
 
@@ -152,13 +152,11 @@ def _open_run_dir(
     be written fails at once with one line (it was a traceback, after loading the data); drop an earlier
     run's summary.json there, whose presence would mark this run finished."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out, "the run directory")
         (out / SUMMARY_FILE).unlink(missing_ok=True)
         return progress_sink(progress_file, on_progress)
     except OSError as exc:
-        failed = Path(exc.filename) if exc.filename else out
-        what = f"the run directory {out}" if failed == out else str(failed)
-        raise ConfigError(f"cannot write {what}: {'it is a file' if failed.is_file() else exc.strerror}") from None
+        raise explain_os_error(exc, out, "the run directory") from None
 
 
 def _summary(

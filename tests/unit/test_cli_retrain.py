@@ -84,3 +84,11 @@ def test_too_few_images_per_class_counts_what_was_uploaded(tmp_path: Path) -> No
                   "--data", str(_data(tmp_path / "d", ["Bag", "Hat"])))
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "retraining needs at least 4 images per class (1 held out" in r.stderr and "'Bag' (3), 'Hat' (3)" in r.stderr
+
+
+def test_a_work_dir_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    r = _imgserve("retrain", "--models-dir", str(tmp_path / "m"), "--work-dir", str(tmp_path / "afile"),
+                  "--data", str(_data(tmp_path / "d", ["a", "b"])))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"imgserve retrain: error: cannot write the work directory {tmp_path / 'afile'}: it is a file"
