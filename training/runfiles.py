@@ -25,10 +25,15 @@ def read_or_explain(path: Path, read: Callable[[Path], T], remedy: str = "train 
 
 
 def explain_os_error(exc: OSError, path: Path, what: str) -> ConfigError:
-    """``exc`` from creating or writing under ``path`` (``what``: "the run directory"), as one line."""
+    """``exc`` from creating or writing under ``path`` (``what``: "the run directory"), as one line that names
+    the culprit: ``path`` itself, a file where one of its folders should be, or another file it needed."""
     failed = Path(exc.filename) if exc.filename else path
-    where = f"{what} {path}" if failed == path else str(failed)
-    return ConfigError(f"cannot write {where}: {'it is a file' if failed.is_file() else exc.strerror}")
+    blocker = next((p for p in (failed, *failed.parents) if p.is_file()), None)
+    ours = failed == path or path in failed.parents or (blocker is not None and blocker in path.parents)
+    name, subject = (f"{what} {path}", path) if ours else (str(failed), failed)
+    if blocker is None:
+        return ConfigError(f"cannot write {name}: {exc.strerror}")
+    return ConfigError(f"cannot write {name}: {'it' if blocker == subject else blocker} is a file")
 
 
 def make_dir(path: Path, what: str) -> Path:

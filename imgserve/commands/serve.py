@@ -14,6 +14,8 @@ from pathlib import Path
 from inference.errors import ConfigError
 from inference.storage import normalize_root
 
+from .argtypes import port
+
 # flag dest -> environment variable (only set when the flag is given)
 ENV_FLAGS = {
     "models_dir": "IMGSERVE_MODELS_DIR",
@@ -66,6 +68,9 @@ def serve(args: argparse.Namespace) -> int:
         from inference.session import check_providers
 
         check_providers(env["IMGSERVE_PROVIDERS"].split(","))
+    from inference.registry import Registry
+
+    Registry(env["IMGSERVE_MODELS_DIR"])  # a registry path that is a file: one line here, not a worker's traceback
     if args.dry_run:
         print(" ".join(argv))
         return 0
@@ -76,7 +81,7 @@ def serve(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve the production model over HTTP (BentoML + ONNX Runtime)")
-    p.add_argument("--port", type=int, default=3000, help="HTTP port (default 3000)")
+    p.add_argument("--port", type=port, default=3000, help="HTTP port (default 3000)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
     p.add_argument("--models-dir", default=None, help="registry root: a folder or s3://bucket/prefix (env IMGSERVE_MODELS_DIR, default models/)")
     p.add_argument("--model", default=None, help="model name (env IMGSERVE_MODEL, default fashion-mnist)")

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..atomic import atomic_write_bytes, publish_dir
-from ..errors import Conflict
+from ..errors import ConfigError, Conflict
 from .base import Blob, Finalize, Storage
 
 METADATA_FILE = "metadata.json"  # a local version is visible when its renamed folder holds this (older ones have no manifest)
@@ -23,6 +23,8 @@ class LocalStorage(Storage):
     def __init__(self, root: Path):
         self.root = Path(root)
         self.url = str(self.root)
+        if self.root.exists() and not self.root.is_dir():  # else every call fails with NotADirectoryError
+            raise ConfigError(f"the registry {self.root} is a file, not a folder")
 
     # ---- small documents -------------------------------------------------------------------------
     def get(self, key: str) -> Blob | None:

@@ -24,7 +24,7 @@ from training.train import TrainConfig
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
         (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),
         (["train", "--out", "{tmp}/afile"], "cannot write the run directory {tmp}/afile: it is a file"),
-        (["train", "--out", "{tmp}/afile/run"], "cannot write the run directory {tmp}/afile/run: Not a directory"),
+        (["train", "--out", "{tmp}/afile/run"], "cannot write the run directory {tmp}/afile/run: {tmp}/afile is a file"),
         (
             ["train", "--out", "{tmp}/run", "--progress-file", "{tmp}/afile/p.jsonl"],
             "cannot write {tmp}/afile: it is a file",  # the progress file's folder
