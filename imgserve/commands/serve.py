@@ -62,15 +62,26 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
     return argv, env, root
 
 
+def check_settings(env: dict[str, str]) -> None:
+    """What bentoml's workers will read from ``env``, read here first: a bad value (``--workers 0``, a registry
+    path that is a file) is one error line instead of a traceback from every worker."""
+    from unittest import mock
+
+    from inference.registry import Registry
+    from serving.settings import ServeSettings
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        ServeSettings.from_env()
+    Registry(env["IMGSERVE_MODELS_DIR"])
+
+
 def serve(args: argparse.Namespace) -> int:
     argv, env, root = serve_command(args)
     if env.get("IMGSERVE_PROVIDERS"):  # one error line here rather than a traceback from bentoml's import
         from inference.session import check_providers
 
         check_providers(env["IMGSERVE_PROVIDERS"].split(","))
-    from inference.registry import Registry
-
-    Registry(env["IMGSERVE_MODELS_DIR"])  # a registry path that is a file: one line here, not a worker's traceback
+    check_settings(env)
     if args.dry_run:
         print(" ".join(argv))
         return 0

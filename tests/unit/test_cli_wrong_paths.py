@@ -59,3 +59,15 @@ def test_ports_out_of_range_are_usage_errors(
         main([command, "--port", value, "--dry-run"] if command == "serve" else [command, "--port", value])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().endswith(f"imgserve {command}: error: argument --port: {message}")
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--workers", "0"], "IMGSERVE_WORKERS: Input should be greater than or equal to 1"),
+    (["--timeout", "-1"], "IMGSERVE_TIMEOUT_S: Input should be greater than 0"),
+])
+def test_serve_checks_the_settings_its_workers_will_read(
+    capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    """They were a ConfigError traceback from each bentoml worker importing service.py."""
+    assert main(["serve", *flags, "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == f"imgserve serve: error: invalid serving settings: {message}"
