@@ -67,12 +67,13 @@ def check_settings(env: dict[str, str]) -> None:
     path that is a file) is one error line instead of a traceback from every worker."""
     from unittest import mock
 
-    from inference.registry import Registry
+    from inference.storage import is_remote, open_storage
     from serving.settings import ServeSettings
 
     with mock.patch.dict(os.environ, env, clear=True):
         ServeSettings.from_env()
-    Registry(env["IMGSERVE_MODELS_DIR"])
+    if not is_remote(env["IMGSERVE_MODELS_DIR"]):  # an s3:// registry is checked by the workers' first read
+        open_storage(env["IMGSERVE_MODELS_DIR"])
 
 
 def serve(args: argparse.Namespace) -> int:
