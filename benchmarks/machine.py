@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from inference.cpuinfo import cpu_summary
 from inference.registry import utc_now
 
 from .runconfig import RunConfig
@@ -36,21 +37,11 @@ def machine_meta(cfg: RunConfig, cpus: int) -> dict[str, Any]:
         "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_summary(),
         "cpus_available": cpus,
         "loadavg_at_start": [round(x, 2) for x in os.getloadavg()],
         "git_commit": git("rev-parse", "--short", "HEAD"),
         "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
         "versions": versions,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 

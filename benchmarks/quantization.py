@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import re
 import tempfile
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.cpuinfo import cpu_summary
 from inference.metadata import ModelCard
 from inference.preprocess import normalize
 from inference.registry import Registry
@@ -161,17 +161,10 @@ def variants_table(
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        cpu = re.search(r"model name\s*:\s*(.+)", text).group(1)  # type: ignore[union-attr]
-        vnni = "avx512_vnni" in text or "avx_vnni" in text
-    except (OSError, AttributeError):
-        vnni = False
     import onnxruntime
 
     return (
-        f"{cpu}, {os.cpu_count()} logical CPUs{' (VNNI)' if vnni else ''}, onnxruntime {onnxruntime.__version__}, "
+        f"{cpu_summary()}, {os.cpu_count()} logical CPUs, onnxruntime {onnxruntime.__version__}, "
         f"load average at start {os.getloadavg()[0]:.1f}"
     )
 

@@ -84,6 +84,7 @@ def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
     t, d, pre = card.training, card.dataset, card.preprocessing
     parent = t.get("parent") or {}
     machine = t.get("machine") or {}
+    cpu = f" ({machine['cpu']})" if machine.get("cpu") else ""  # recorded since 2026-12-02
     lines = [
         f"# {card.name}: model card",
         "",
@@ -107,7 +108,7 @@ def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
         "",
         "## Training",
         f"- {t.get('epochs_run', 'n/a')} epochs (stopped by {t.get('stopped_by', 'n/a')}, best epoch "
-        f"{t.get('best_epoch', 'n/a')}), {t.get('train_seconds', 'n/a')} s on {machine.get('cpus', '?')} CPUs, "
+        f"{t.get('best_epoch', 'n/a')}), {t.get('train_seconds', 'n/a')} s on {machine.get('cpus', '?')} CPUs{cpu}, "
         f"1-min load average {_load(t.get('loadavg_1m_during_training'), machine)}",
         "",
         "## Intended use and limits",

@@ -43,6 +43,9 @@ def augment(x: np.ndarray, rng: np.random.Generator, *, flip: bool, shift: int) 
 # step, whole 54k-image epochs took 135-151 s instead of ~100 s, with a third of the CPU idle; with two threads
 # Keras turns autotuning off: 0 of 5 stalled (~110 ms to stop the threads), 203-251 ms per step.
 LOADER_THREADS = 2
+# Batches prepared ahead: enough to keep the model fed; Keras' default (10) would hold ~770 MB of float32 for
+# 128-image batches of 224x224x3 (MobileNetV2).
+LOADER_QUEUE = 2
 
 
 class Batches(keras.utils.PyDataset):
@@ -62,7 +65,7 @@ class Batches(keras.utils.PyDataset):
         shift: int = 0,
         one_hot: int = 0,
     ):
-        super().__init__(workers=LOADER_THREADS)
+        super().__init__(workers=LOADER_THREADS, max_queue_size=LOADER_QUEUE)
         self.split, self.spec, self.batch_size, self.one_hot = split, spec, batch_size, one_hot
         self.shuffle, self.flip, self.shift = shuffle, flip, shift
         self.seed, self.epoch = seed, 0

@@ -10,7 +10,7 @@ pytest.importorskip("keras", reason="needs the train extra")
 
 from inference.metadata import Preprocessing  # noqa: E402
 from training.datasets import Split  # noqa: E402
-from training.fit import LOADER_THREADS, Batches  # noqa: E402
+from training.fit import LOADER_QUEUE, LOADER_THREADS, Batches  # noqa: E402
 
 SPEC = Preprocessing(height=8, width=8, channels=1, scale=1 / 255, mean=(0.0,), std=(1.0,))
 
@@ -25,7 +25,9 @@ def _batches(**kw: object) -> Batches:
 
 
 def test_batches_use_loader_threads() -> None:
-    assert LOADER_THREADS > 1 and _batches().workers == LOADER_THREADS  # > 1: Keras' enqueuer, autotune off
+    batches = _batches()
+    assert LOADER_THREADS > 1 and batches.workers == LOADER_THREADS  # > 1: Keras' enqueuer, autotune off
+    assert batches.max_queue_size == LOADER_QUEUE  # bounded read-ahead (big images: ~77 MB per batch)
 
 
 def test_augmented_batches_do_not_depend_on_the_order_they_are_prepared_in() -> None:

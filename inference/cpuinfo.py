@@ -1,0 +1,42 @@
+"""What CPU this is, for the records that carry timings (training summaries, model cards, benchmark reports):
+a figure measured on an AVX-512 CPU and one on an AVX2 CPU of the same name differ 4x for training here."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+# widest first: the first flag present names the vector ISA
+_ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_model() -> str:
+    """``model name`` from /proc/cpuinfo (e.g. ``AMD EPYC``), else what ``platform`` knows."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def cpu_flags() -> frozenset[str]:
+    for line in _cpuinfo().splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_summary() -> str:
+    """``AMD EPYC, AVX2`` / ``…, AVX-512, VNNI``: the model and what decides kernel speed."""
+    flags = cpu_flags()
+    parts = [cpu_model()]
+    parts += [name for flag, name in _ISAS if flag in flags][:1]
+    if flags & {"avx512_vnni", "avx_vnni"}:
+        parts.append("VNNI")
+    return ", ".join(parts)
