@@ -79,12 +79,16 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return float(sorted_values[min(rank, len(sorted_values)) - 1])
 
 
+PERCENTILES = (50, 90, 95, 99)
+LATENCY_KEYS = ("mean", *(f"p{q}" for q in PERCENTILES), "max")  # every point's latency_ms, whatever the client
+
+
 def latency_summary(sorted_ms: Sequence[float]) -> dict[str, float]:
     """mean, p50/p90/p95/p99 and max of sorted latencies in ms, rounded to µs; NaN for a point with none (a report
     shows "–", never a 0 that reads as a fast answer)."""
     lat = {
         "mean": float(sum(sorted_ms) / len(sorted_ms)) if sorted_ms else float("nan"),
-        **{f"p{q}": percentile(sorted_ms, q) for q in (50, 90, 95, 99)},
+        **{f"p{q}": percentile(sorted_ms, q) for q in PERCENTILES},
         "max": float(sorted_ms[-1]) if sorted_ms else float("nan"),
     }
     return {k: round(v, 3) for k, v in lat.items()}

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from .bodies import HttpRequest
 from .clients import check_loopback
-from .load import LoadSpec, PointResult, Probe
+from .load import LATENCY_KEYS, LoadSpec, PointResult, Probe
 
 WRK_BINARY = "wrk"
 RESULT_MARK = "IMGSERVE_WRK_RESULT "
@@ -93,9 +93,8 @@ def to_point(raw: dict[str, Any], concurrency: int, client_cpu_s: float, probes:
     errors = {k: raw[k] for k in ("connect", "read", "write", "timeout") if raw[k]}
     if non_ok:
         errors["non-2xx"] = non_ok
-    keys = ("mean", "p50", "p90", "p95", "p99", "max")
     # wrk reports zeros when nothing was answered; NaN ("–" in the report), like the other load generators
-    latency = {k: round(raw[f"{k}_ms"], 3) if raw["requests"] else float("nan") for k in keys}
+    latency = {k: round(raw[f"{k}_ms"], 3) if raw["requests"] else float("nan") for k in LATENCY_KEYS}
     return PointResult(
         concurrency=concurrency, window_s=window_s, completed=raw["requests"], ok=ok, throughput=ok / window_s,
         latency_ms=latency, errors=errors, sent=raw["requests"], unfinished=0,

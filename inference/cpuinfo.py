@@ -3,6 +3,7 @@ a figure measured on an AVX-512 CPU and one on an AVX2 CPU of the same name diff
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from pathlib import Path
 _ISAS = (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"), ("sse4_2", "SSE4.2"))
 
 
+@functools.cache
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
@@ -17,19 +19,21 @@ def _cpuinfo() -> str:
         return ""
 
 
+def _field(name: str) -> str | None:
+    """The first CPU's ``name`` line of /proc/cpuinfo."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith(name):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
 def cpu_model() -> str:
     """``model name`` from /proc/cpuinfo (e.g. ``AMD EPYC``), else what ``platform`` knows."""
-    for line in _cpuinfo().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return _field("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> frozenset[str]:
-    for line in _cpuinfo().splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.split(":", 1)[1].split())
-    return frozenset()
+    return frozenset((_field("flags") or "").split())
 
 
 def cpu_summary() -> str:

@@ -44,7 +44,7 @@ from .evaluation_files import save_evaluation
 from .parent import Parent, labels_reference, load_parent, tuples
 from .plots import curves_png
 from .progress import load_during, machine_load, progress_sink
-from .runfiles import explain_os_error, make_dir, read_or_explain
+from .runfiles import explain_os_error, read_or_explain
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ def _open_run_dir(
     be written fails at once with one line (it was a traceback, after loading the data); drop an earlier
     run's summary.json there, whose presence would mark this run finished."""
     try:
-        make_dir(out, "the run directory")
+        out.mkdir(parents=True, exist_ok=True)
         (out / SUMMARY_FILE).unlink(missing_ok=True)
         return progress_sink(progress_file, on_progress)
     except OSError as exc:
