@@ -13,16 +13,17 @@ routes read the body themselves and call :func:`parse_body`; :func:`openapi_body
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar, get_args
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Path, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from serving.edge import read_body
+from training.architectures import ARCHITECTURES as _BUILDERS
 
-Architecture = Literal["small-cnn", "mobilenetv2"]
-ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)  # training.architectures is the one list
+Architecture = Literal[ARCHITECTURES]  # type: ignore[valid-type]
 PromotePolicy = Literal["if-better", "force", "never"]
 
 # ASCII only: str.isdigit() is true for "²" and int("²") raises, which was a 500.

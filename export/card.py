@@ -93,13 +93,13 @@ def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
         "",
         "## Data",
         f"- dataset `{d.get('name', 'n/a')}`, fingerprint `{str(d.get('fingerprint', 'n/a'))[:16]}…`",
-        f"- images: {d.get('sizes', 'n/a')} (test split: {d.get('test_source', 'n/a')})",
+        f"- images: {_pairs(d.get('sizes'), '{:,}')} (test split: {d.get('test_source', 'n/a')})",
         f"- {_origin(parent)}",
         "",
         "## Metrics",
         f"- accuracy fp32 **{_pct(fp32)}**, INT8 **{_pct(int8)}** (INT8 delta {delta}), Keras {_pct(acc.get('keras'))}",
-        f"- macro F1: {card.metrics.get('macro_f1', {})}",
-        f"- ONNX fp32 vs Keras parity: max |Δ| {card.export.get('parity_max_abs_diff', 'n/a')}",
+        f"- macro F1: {_pairs(card.metrics.get('macro_f1'), '{:.4f}')}",
+        f"- ONNX fp32 vs Keras parity: max |Δ| {_sci(card.export.get('parity_max_abs_diff'))}",
         "",
         *_class_rows(card),
         "",
@@ -156,3 +156,14 @@ def write_missing_artifacts(version_dir: Path, card: ModelCard) -> list[str]:
         atomic_write_bytes(version_dir / CONFUSION_FILE, confusion_png(evaluated))
         written.append(CONFUSION_FILE)
     return written
+
+
+def _pairs(values: dict[str, Any] | None, fmt: str) -> str:
+    """``{'train': 54000, 'val': 6000}`` as ``train 54,000, val 6,000`` (``n/a`` when not recorded)."""
+    if not values:
+        return "n/a"
+    return ", ".join(f"{'INT8' if k == 'int8' else k} {fmt.format(v)}" for k, v in values.items())
+
+
+def _sci(x: Any) -> str:
+    return f"{x:.2g}" if isinstance(x, (int, float)) else "n/a"

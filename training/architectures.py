@@ -49,14 +49,14 @@ class Architecture:
         return Preprocessing(height=h, width=w, channels=c, scale=self.scale, mean=(self.mean,), std=(1.0,))
 
 
-def _conv_block(x: keras.KerasTensor, filters: int, convs: int) -> keras.KerasTensor:
+def _conv_block(x: keras.KerasTensor, filters: int, convs: int, pool: bool = True) -> keras.KerasTensor:
     from keras import layers
 
     for _ in range(convs):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
         x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         x = layers.ReLU()(x)
-    return layers.MaxPooling2D()(x)
+    return layers.MaxPooling2D()(x) if pool else x
 
 
 def build_small_cnn(p: ArchParams) -> keras.Model:
@@ -74,6 +74,24 @@ def build_small_cnn(p: ArchParams) -> keras.Model:
     x = layers.Dropout(p.dropout)(x)
     outputs = layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name="small_cnn")
+
+
+def build_vgg3(p: ArchParams) -> keras.Model:
+    """Three VGG stages of two 3x3 convs (32, 64, 128 filters; pooling after the first two), global average
+    pooling and a softmax layer. About 0.29 M parameters; ~1.3x small-cnn's time per training step. The shipped
+    default (v2): with flips, shifts and label smoothing, 93.53 % on Fashion-MNIST in 14 minutes on two CPU
+    cores, where small-cnn with the same augmentation reached 93.15 % in 16 epochs (docs/training.md)."""
+    import keras
+    from keras import layers
+
+    inputs = keras.Input(p.input_shape, name="input")
+    x = _conv_block(inputs, 32, 2)
+    x = _conv_block(x, 64, 2)
+    x = _conv_block(x, 128, 2, pool=False)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(p.dropout)(x)
+    outputs = layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="vgg3")
 
 
 def build_mobilenetv2(p: ArchParams) -> keras.Model:
@@ -109,6 +127,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     a.name: a
     for a in (
         Architecture("small-cnn", build_small_cnn, 1.0 / 255.0, 0.0, 4, 64, "fast VGG-style CNN (default)"),
+        Architecture("vgg3", build_vgg3, 1.0 / 255.0, 0.0, 4, 64, "3-stage VGG-style CNN, global pooling"),
         # MobileNetV2 expects pixels in [-1, 1]: x / 127.5 - 1.
         Architecture(
             "mobilenetv2", build_mobilenetv2, 1.0 / 127.5, 1.0, 32, 224, "keras.applications MobileNetV2"

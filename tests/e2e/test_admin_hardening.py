@@ -95,7 +95,7 @@ JOB_BODIES = [  # (body without datasets unless given, what the error must name)
     ({"margin": "nan"}, "margin: Input should be a valid number"),
     ({"epochs": 0}, "epochs: Input should be greater than or equal to 1"),
     ({"margin": 1.5}, "margin: Input should be less than or equal to 1"),
-    ({"architecture": "resnet9000"}, "architecture: Input should be 'small-cnn' or 'mobilenetv2'"),
+    ({"architecture": "resnet9000"}, "architecture: Input should be 'small-cnn', 'vgg3' or 'mobilenetv2'"),
     ({"epoch": 3}, "epoch: Extra inputs are not permitted"),
     ({"base_version": "²"}, "base_version"),
     ({"promote": "always"}, "promote"),

@@ -137,9 +137,11 @@ def test_triton_calls_and_statistics_agree_with_the_traffic(
 def test_metrics_and_index_name_both_models(served: tuple[Server, int, Any, Any]) -> None:
     server, grpc_port, _, _ = served
     text = httpx.get(f"{server.url}/metrics").text
-    for name in (DEFAULT, "rgbnet"):
-        assert f'imgserve_model_info{{model="{name}",provider="CPUExecutionProvider",variant="int8",version="1"}} 1.0' in text
-        assert f'imgserve_model_inferences_total{{model="{name}",version="1"}}' in text
+    shipped = Registry(ROOT / "models").aliases(DEFAULT)["production"]
+    for name, version in ((DEFAULT, shipped), ("rgbnet", 1)):
+        info = f'model="{name}",provider="CPUExecutionProvider",variant="int8",version="{version}"'
+        assert f"imgserve_model_info{{{info}}} 1.0" in text
+        assert f'imgserve_model_inferences_total{{model="{name}",version="{version}"}}' in text
     assert 'protocol="grpc",status="200"' in text and 'protocol="http",status="200"' in text
     assert 'status="OK"' not in text
     assert server.log_text().count("now serving") == 4  # two workers, two models each: the counts above summed both

@@ -85,31 +85,33 @@ def _run_job(c: httpx.Client, url: str, folder: Path, **params: Any) -> dict[str
 def test_folder_upload_warm_start_is_compared_with_production(admin: Server, tmp_path: Path) -> None:
     registry = admin.registry
     with httpx.Client(headers=AUTH, timeout=120) as c:
-        v1 = ModelCard.from_dict(c.get(f"{admin.url}/models/{NAME}/versions/1").json())
-        assert v1.label_folders[0] == "T-shirt_top"  # derived at read time: the shipped file is not rewritten
-        folders = fashion_mnist_folders(tmp_path / "upload", v1, per_class=20)
-        assert sorted(p.name for p in folders.iterdir()) == sorted(v1.label_folders)
+        prod, shipped = registry.aliases(NAME)["production"], registry.list_versions(NAME)
+        new = max(shipped) + 1
+        base = ModelCard.from_dict(c.get(f"{admin.url}/models/{NAME}/versions/{prod}").json())
+        assert base.label_folders[0] == "T-shirt_top"
+        folders = fashion_mnist_folders(tmp_path / "upload", base, per_class=20)
+        assert sorted(p.name for p in folders.iterdir()) == sorted(base.label_folders)
 
         job = _run_job(c, admin.url, folders, epochs=1, base_version="production", promote="if-better")
         assert job["state"] == "succeeded", (job.get("error"), job.get("log_tail"))
         result, d = job["result"], job["result"]["decision"]
-        assert result["start"] == "warm start from v1" and result["parent_version"] == 1
+        assert result["start"] == f"warm start from v{prod}" and result["parent_version"] == prod
         assert d["comparable"] is True and "not comparable" not in d["reason"], d
-        assert d["production"] == 1 and d["candidate"] == 2 and d["heldout_images"] == 40
+        assert d["production"] == prod and d["candidate"] == new and d["heldout_images"] == 40
         assert isinstance(d["candidate_accuracy"], float) and isinstance(d["production_accuracy"], float)
-        assert d["production_accuracy"] >= 0.7  # v1 knows these classes: the folders were matched to its labels
-        assert set(d["per_class"]) == set(v1.labels) and d["heldout_fingerprint"]
+        assert d["production_accuracy"] >= 0.7  # production knows these classes: the folders were matched to its labels
+        assert set(d["per_class"]) == set(base.labels) and d["heldout_fingerprint"]
         assert d["promote"] == (d["candidate_accuracy"] > d["production_accuracy"]) and not d["warnings"]
 
-        v2 = registry.card(NAME, 2)
-        assert v2.labels == v1.labels and v2.label_folders == v1.label_folders and v2.parent_version == 1
-        vdir = registry.version_dir(NAME, 2)
+        cand = registry.card(NAME, new)
+        assert cand.labels == base.labels and cand.label_folders == base.label_folders and cand.parent_version == prod
+        vdir = registry.version_dir(NAME, new)
         for name in ("promotion.json", "MODEL_CARD.md", "confusion.png", "training_curves.png"):
             assert (vdir / name).is_file(), name
         assert "T-shirt_top" in (vdir / "MODEL_CARD.md").read_text()
         shown = {v["version"]: v for v in c.get(f"{admin.url}/models/{NAME}/overview").json()["versions"]}
-        assert shown[2]["promotion"]["heldout_fingerprint"] == d["heldout_fingerprint"]
-        assert shown[2]["promotion"]["candidate"] == 2 and shown[1]["promotion"] is None
+        assert shown[new]["promotion"]["heldout_fingerprint"] == d["heldout_fingerprint"]
+        assert shown[new]["promotion"]["candidate"] == new and shown[prod]["promotion"] is None
 
         # a subset of the classes is refused, naming the folder names to use
         subset = tmp_path / "subset"
@@ -117,7 +119,7 @@ def test_folder_upload_warm_start_is_compared_with_production(admin: Server, tmp
             shutil.copytree(folders / folder, subset / folder)
         job = _run_job(c, admin.url, subset, epochs=1)
         assert job["state"] == "failed" and "no folder for" in job["error"] and "'T-shirt_top'" in job["error"], job
-        assert registry.list_versions(NAME) == [1, 2]
+        assert registry.list_versions(NAME) == [*shipped, new]
         # the same through the CLI against the runner: one error line naming the folders, no traceback
         via = subprocess.run(
             [sys.executable, "-m", "imgserve", "retrain", "--via", admin.url, "--token", TOKEN, "--data", str(subset),

@@ -38,3 +38,15 @@ def test_augmented_batches_do_not_depend_on_the_order_they_are_prepared_in() -> 
     a.on_epoch_end()
     b.on_epoch_end()
     assert np.array_equal(a[2][0], b[2][0]) and not np.array_equal(a[2][0], forward[2])  # a new epoch, new draws
+
+
+def test_shift_moves_each_image_by_its_own_offset_with_edges_replicated() -> None:
+    from training.fit import augment
+
+    x = _split(32).x
+    shifted = augment(x, np.random.default_rng(3), flip=False, shift=2)
+    offsets = np.random.default_rng(3).integers(0, 5, size=(len(x), 2))  # the same draws augment makes
+    padded = np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    expected = np.stack([padded[i, dy : dy + 8, dx : dx + 8] for i, (dy, dx) in enumerate(offsets)])
+    assert shifted.dtype == np.uint8 and np.array_equal(shifted, expected)
+    assert not np.array_equal(shifted, x)  # some offsets are not (2, 2), the identity

@@ -236,6 +236,15 @@ def test_mobilenetv2_builds_and_outputs_probabilities() -> None:
     assert probs.shape == (2, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
 
 
+def test_vgg3_trains_and_exports_within_the_parity_gate(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--arch", "vgg3", "--epochs", "1", "--batch-size", "16"]
+    assert main([*argv, "--out", str(out)]) == 0
+    card = _export(out, tmp_path / "models")
+    assert card.architecture == "vgg3" and card.export["parity_max_abs_diff"] <= card.export["parity_tolerance"]
+    assert card.metrics["accuracy"]["fp32"] > 0.5  # one epoch on digits: far above chance (0.1)
+
+
 def test_time_budget_stops_after_the_epoch_that_would_overrun(tmp_path: Path) -> None:
     from training.train import TrainConfig, train
 

@@ -19,7 +19,7 @@ from training.train import TrainConfig
         (["train", "--dataset", "{tmp}/empty", "--out", "{tmp}/run"], "holds no images in class folders"),
         (
             ["train", "--arch", "resnet9000", "--out", "{tmp}/run"],
-            "unknown architecture 'resnet9000'; choose one of small-cnn, mobilenetv2",
+            "unknown architecture 'resnet9000'; choose one of small-cnn, vgg3, mobilenetv2",
         ),
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
         (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),

@@ -42,6 +42,8 @@ def test_shipped_default_model_has_its_card_and_confusion_matrix(tmp_path: Path)
     text = (shipped / CARD_FILE).read_text()
     assert text == model_card_markdown(card, curves=False)
     assert "T-shirt_top" in text and "93.34 %" in text and "not kept" in text
+    assert "macro F1: fp32 0.9332, INT8 0.9322" in text and "images: test 10,000, train 54,000" in text
+    assert "parity: max |Δ| 1.1e-06" in text
     assert (shipped / CONFUSION_FILE).read_bytes().startswith(b"\x89PNG")
     assert write_missing_artifacts(shipped, card) == []  # nothing to add, nothing rewritten
 
