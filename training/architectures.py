@@ -59,6 +59,14 @@ def _conv_block(x: keras.KerasTensor, filters: int, convs: int, pool: bool = Tru
     return layers.MaxPooling2D()(x) if pool else x
 
 
+def _softmax_head(x: keras.KerasTensor, p: ArchParams) -> keras.KerasTensor:
+    """Dropout, then the softmax layer every architecture ends in (named ``probabilities``)."""
+    from keras import layers
+
+    x = layers.Dropout(p.dropout)(x)
+    return layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
+
+
 def build_small_cnn(p: ArchParams) -> keras.Model:
     """VGG-style: two blocks of two 3x3 convs (32, 64 filters) with batch norm, then a 128-unit dense layer.
     About 0.47 M parameters; on Fashion-MNIST 93.3 % test accuracy in 14 min on two shared CPU cores."""
@@ -71,9 +79,7 @@ def build_small_cnn(p: ArchParams) -> keras.Model:
     x = layers.Flatten()(x)
     x = layers.Dropout(p.dropout)(x)
     x = layers.Dense(128, activation="relu")(x)
-    x = layers.Dropout(p.dropout)(x)
-    outputs = layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="small_cnn")
+    return keras.Model(inputs, _softmax_head(x, p), name="small_cnn")
 
 
 def build_vgg3(p: ArchParams) -> keras.Model:
@@ -89,9 +95,7 @@ def build_vgg3(p: ArchParams) -> keras.Model:
     x = _conv_block(x, 64, 2)
     x = _conv_block(x, 128, 2, pool=False)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(p.dropout)(x)
-    outputs = layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name="vgg3")
+    return keras.Model(inputs, _softmax_head(x, p), name="vgg3")
 
 
 def build_mobilenetv2(p: ArchParams) -> keras.Model:
@@ -117,10 +121,7 @@ def build_mobilenetv2(p: ArchParams) -> keras.Model:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM
     inputs = keras.Input(p.input_shape, name="input")
-    x = backbone(inputs)
-    x = layers.Dropout(p.dropout)(x)
-    outputs = layers.Dense(p.num_classes, activation="softmax", name="probabilities")(x)
-    return keras.Model(inputs, outputs, name=f"mobilenetv2_{p.alpha:g}")
+    return keras.Model(inputs, _softmax_head(backbone(inputs), p), name=f"mobilenetv2_{p.alpha:g}")
 
 
 ARCHITECTURES: dict[str, Architecture] = {
