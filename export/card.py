@@ -13,12 +13,12 @@ from typing import Any
 
 from inference.atomic import atomic_write_bytes
 from inference.metadata import ModelCard
+from training.run_dir import CURVES_FILE  # the same name in a run directory and in a version
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "MODEL_CARD.md"
 CONFUSION_FILE = "confusion.png"
-CURVES_FILE = "training_curves.png"
 
 
 def _pct(x: Any) -> str:
@@ -100,6 +100,8 @@ def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
         f"- accuracy fp32 **{_pct(fp32)}**, INT8 **{_pct(int8)}** (INT8 delta {delta}), Keras {_pct(acc.get('keras'))}",
         f"- macro F1: {_pairs(card.metrics.get('macro_f1'), '{:.4f}')}",
         f"- ONNX fp32 vs Keras parity: max |Δ| {_sci(card.export.get('parity_max_abs_diff'))}",
+        *(["- every answer averages the image's probabilities with its mirror image's (test-time flip; "
+           "twice the model time per image)"] if card.export.get("tta_flip") else []),
         "",
         *_class_rows(card),
         "",

@@ -29,8 +29,8 @@ from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
 from training import progress as steps
 from training.evaluate import Evaluation, evaluate_predictions
+from training.run_dir import load_run
 from training.runfiles import read_or_explain
-from training.train import load_run
 
 from .quantize import QuantizationConfig
 from .reference import reference_of
@@ -98,7 +98,7 @@ def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOpti
 
     model = read_or_explain(run["keras_path"], lambda p: keras.models.load_model(p, compile=False))
     measured = build_version(
-        model,
+        _served_model(model, run),
         staged,
         spec=spec,
         labels=run["labels"],
@@ -121,6 +121,21 @@ def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOpti
         measured.parity_max_abs_diff,
     )
     return card
+
+
+def tta_flip(run: dict[str, Any]) -> bool:
+    """Whether the run's predictions average each image with its mirror image (``imgserve train --tta-flip``,
+    or inherited from its warm-start parent)."""
+    return bool((run["config"].get("resolved") or {}).get("tta_flip"))
+
+
+def _served_model(model: Any, run: dict[str, Any]) -> Any:
+    """What the ONNX files compute: the trained model, or it wrapped in flip averaging."""
+    if not tta_flip(run):
+        return model
+    from training.mirror import mirror_averaged
+
+    return mirror_averaged(model)
 
 
 def build_version(
@@ -253,6 +268,7 @@ def make_card(
             "onnxruntime": onnxruntime.__version__,
             "seconds": measured.seconds,
             "keras_file": options.include_keras,
+            "tta_flip": tta_flip(run),
         },
         parent_version=parent.get("version") if parent.get("name") == options.name else None,
         command=command,

@@ -27,6 +27,7 @@ class Parent:
     ref: dict[str, Any]
     architecture: str | None = None
     label_folders: tuple[str, ...] | None = None
+    tta_flip: bool = False  # its predictions average each image with its mirror image
 
     @property
     def order(self) -> ClassOrder | None:
@@ -55,16 +56,18 @@ def load_parent(init_from: str | None) -> Parent | None:
             {"name": data.get("name"), "version": data.get("version"), "path": str(path)},
             data.get("architecture") or None,
             tuple(data.get("label_folders") or ()) or None,
+            bool((data.get("export") or {}).get("tta_flip")),
         )
     if labels_file.is_file() and pre_file.is_file():  # a run directory
-        config = path.parent / "config.json"
-        arch = json.loads(config.read_text()).get("arch") if config.is_file() else None
+        config_file = path.parent / "config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
         return Parent(
             path,
             tuple(json.loads(labels_file.read_text())),
             Preprocessing(**tuples(json.loads(pre_file.read_text()))),
             {"path": str(path)},
-            arch,
+            config.get("arch"),
+            tta_flip=bool((config.get("resolved") or {}).get("tta_flip")),
         )
     return Parent(path, None, None, {"path": str(path)})
 

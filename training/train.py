@@ -20,7 +20,6 @@ Configuration and data are checked before TensorFlow is imported, so bad input f
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -41,16 +40,14 @@ from .config import RunResult, TrainConfig
 from .datasets import Dataset, load_dataset, native_shape
 from .evaluate import evaluate_predictions
 from .evaluation_files import save_evaluation
-from .parent import Parent, labels_reference, load_parent, tuples
+from .parent import Parent, labels_reference, load_parent
 from .plots import curves_png
-from .progress import load_during, machine_load, progress_sink
+from .precision import with_precision
+from .progress import machine_load, progress_sink
+from .run_dir import CURVES_FILE, HELDOUT_FILE, SUMMARY_FILE
 from .runfiles import explain_os_error, read_or_explain
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
-HELDOUT_FILE = "heldout.npz"
-CURVES_FILE = "training_curves.png"
 
 
 def resolve_preprocessing(config: TrainConfig, arch: Architecture, parent: Parent | None) -> Preprocessing:
@@ -126,11 +123,12 @@ def train(
 
     from . import fit
 
+    tta_flip = resolve_tta_flip(config, dataset, parent)
     model, history, train_seconds = _fit(config, spec, dataset, train_split, parent, sink)
-    probs = fit.predict(model, dataset.test.x, spec)
+    probs = fit.predict(_mirror(model) if tta_flip else model, dataset.test.x, spec)
     evaluation = evaluate_predictions(dataset.test.y, probs, dataset.labels)
     save_model(model, out / KERAS_FILE)
-    _write_run(out, config, dataset, spec, history, parent, reference)
+    _write_run(out, config, dataset, spec, history, parent, reference, tta_flip=tta_flip)
     save_evaluation(evaluation, out)
     calib = dataset.train.sample(config.calibration_samples, config.seed + 1)
     np.savez_compressed(
@@ -231,6 +229,8 @@ def _fit(
     val = fit.Batches(
         dataset.val, spec, max(config.batch_size, 256), seed=config.seed, shuffle=False, one_hot=one_hot
     )
+    if config.precision != "float32":
+        model = with_precision(model, config.precision)
     fit.compile_model(model, learning_rate=config.learning_rate, label_smoothing=config.label_smoothing)
     sink(
         {
@@ -252,7 +252,26 @@ def _fit(
         sink=sink,
         budget_seconds=budget,
     )
-    return model, history, time.perf_counter() - t_fit
+    seconds = time.perf_counter() - t_fit
+    if config.precision != "float32":  # evaluated, saved and exported in float32
+        model = with_precision(model, "float32")
+    return model, history, seconds
+
+
+def resolve_tta_flip(config: TrainConfig, dataset: Dataset, parent: Parent | None) -> bool:
+    """Whether test predictions average each image with its mirror image: asked for, or inherited from a
+    warm-start parent; refused where a mirror image may change the label (digits, or ``flip=False``)."""
+    wanted = config.tta_flip or (parent is not None and parent.tta_flip)
+    mirror_keeps_label = dataset.flip_invariant if config.flip is None else config.flip
+    if wanted and not mirror_keeps_label:
+        raise ConfigError(f"--tta-flip needs labels that survive a mirror image; the labels of {dataset.name} may not")
+    return wanted
+
+
+def _mirror(model: Any) -> Any:
+    from .mirror import mirror_averaged
+
+    return mirror_averaged(model)
 
 
 
@@ -287,6 +306,8 @@ def _write_run(
     history: dict[str, list[float]],
     parent: Parent | None,
     reference: Parent | None,
+    *,
+    tta_flip: bool,
 ) -> None:
     order = reference.order if reference is not None else None
     folders = order.folders if order is not None and order.labels == dataset.labels else None
@@ -294,6 +315,7 @@ def _write_run(
         "input_shape": list(spec.shape),
         "parent": parent.ref if parent else None,
         "architecture": (parent.architecture if parent else None) or config.arch,
+        "tta_flip": tta_flip,
     }
     atomic_write_json(out / "config.json", {**config.to_dict(), "resolved": resolved})
     atomic_write_json(out / "labels.json", list(dataset.labels))
@@ -302,40 +324,3 @@ def _write_run(
     atomic_write_json(out / "dataset.json", dataset.info())
     atomic_write_json(out / "history.json", history)
     atomic_write_bytes(out / CURVES_FILE, curves_png(history, f"{config.arch} on {dataset.name}"))
-
-
-# What export reads of a finished run (besides summary.json, written last)
-RUN_FILES = (KERAS_FILE, HELDOUT_FILE, "config.json", "labels.json", "preprocessing.json", "dataset.json",
-             "evaluation.json")
-
-
-def load_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The pieces of a finished run that export needs; a clear error for a missing or unfinished run."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(f"run directory {run} not found (create it with `imgserve train --out {run}`)")
-    if not (run / SUMMARY_FILE).is_file():
-        raise ConfigError(f"run directory {run} is incomplete: training did not finish (no {SUMMARY_FILE})")
-    missing = [n for n in RUN_FILES if not (run / n).is_file()]
-    if missing:
-        raise ConfigError(f"run directory {run} is incomplete: no {', '.join(missing)}; train it again")
-
-    def read(name: str) -> Any:
-        try:
-            return json.loads((run / name).read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"run directory {run}: {name} cannot be read ({exc}); train it again") from None
-
-    return {
-        "config": read("config.json"),
-        "labels": tuple(read("labels.json")),
-        "label_folders": tuple(read("label_folders.json")) if (run / "label_folders.json").is_file() else (),
-        "preprocessing": Preprocessing(**tuples(read("preprocessing.json"))),
-        "dataset": read("dataset.json"),
-        "summary": read(SUMMARY_FILE),
-        "evaluation": read("evaluation.json"),
-        "history": read("history.json") if (run / "history.json").is_file() else {},
-        "load_during_training": load_during(run / "progress.jsonl"),
-        "keras_path": run / KERAS_FILE,
-        "heldout_path": run / HELDOUT_FILE,
-    }

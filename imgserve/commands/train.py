@@ -8,6 +8,7 @@ from pathlib import Path
 
 from training.architectures import ARCHITECTURES
 from training.datasets import DATASET_NAMES
+from training.precision import PRECISIONS, cpu_has_bfloat16
 from training.train import TrainConfig
 
 # option -> TrainConfig field; the first five always appear in the recorded command, others when not default
@@ -29,27 +30,33 @@ _OPTIONS = {
     "--max-train-samples": "max_train_samples",
     "--time-budget-min": "time_budget_minutes",
     "--shift": "shift",
+    "--precision": "precision",
 }
 
 
-def command_line(config: TrainConfig, out: Path, augment: bool) -> str:
+# switch -> TrainConfig field (bool)
+_SWITCHES = {"--augment": "augment", "--tta-flip": "tta_flip"}
+
+
+def command_line(config: TrainConfig, out: Path) -> str:
     """The command that reproduces this run, recorded in the model's metadata."""
     words = ["imgserve", "train"]
     for i, (option, name) in enumerate(_OPTIONS.items()):
         value = getattr(config, name)
         if i < 5 or value != getattr(TrainConfig, name):
             words += [option, str(value)]
-    if augment:
-        words.append("--augment")
+    words += [switch for switch, name in _SWITCHES.items() if getattr(config, name)]
     return shlex.join([*words, "--out", str(out)])
 
 
 def train_command(args: argparse.Namespace) -> int:
     from training.train import train
 
-    values = {name: getattr(args, option[2:].replace("-", "_")) for option, name in _OPTIONS.items()}
-    config = TrainConfig(**values, augment=args.augment)
-    config = TrainConfig(**{**config.to_dict(), "command": command_line(config, args.out, config.augment)})
+    values = {
+        name: getattr(args, option[2:].replace("-", "_")) for option, name in (_OPTIONS | _SWITCHES).items()
+    }
+    config = TrainConfig(**values)
+    config = TrainConfig(**{**config.to_dict(), "command": command_line(config, args.out)})
     result = train(config, args.out, progress_file=args.progress_file)
     s = result.summary
     print(
@@ -100,6 +107,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=d.shift,
         help=f"with --augment: max random translation as a fraction of the image side (default {d.shift}; 0: none)",
+    )
+    p.add_argument(
+        "--tta-flip",
+        action="store_true",
+        help="answer with the mean of each image's and its mirror image's probabilities (twice the model time;"
+        " labels must survive a mirror image)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="bfloat16: compute in bfloat16 while training, float32 model out; faster only on CPUs with "
+        f"bfloat16 units (AVX512_BF16, AMX){' such as this one' if cpu_has_bfloat16() else ''} (default {d.precision})",
     )
     p.add_argument(
         "--time-budget-min",

@@ -22,6 +22,10 @@ from training.train import TrainConfig
             "unknown architecture 'resnet9000'; choose one of small-cnn, vgg3, mobilenetv2",
         ),
         (["train", "--epochs", "0", "--out", "{tmp}/run"], "epochs must be >= 1"),
+        (
+            ["train", "--dataset", "digits", "--tta-flip", "--out", "{tmp}/run"],
+            "--tta-flip needs labels that survive a mirror image; the labels of digits may not",
+        ),
         (["train", "--init-from", "{tmp}/nothing.keras", "--out", "{tmp}/run"], "no model.keras there"),
         (["train", "--out", "{tmp}/afile"], "cannot write the run directory {tmp}/afile: it is a file"),
         (["train", "--out", "{tmp}/afile/run"], "cannot write the run directory {tmp}/afile/run: {tmp}/afile is a file"),
@@ -66,12 +70,37 @@ def test_unreadable_image_names_the_file(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_recorded_command_reproduces_the_config() -> None:
-    config = TrainConfig(dataset="digits", epochs=3, img_size=16)
-    cmd = command_line(config, Path("runs/d"), augment=True)
+    config = TrainConfig(dataset="digits", epochs=3, img_size=16, augment=True)
+    cmd = command_line(config, Path("runs/d"))
     assert cmd == (
         "imgserve train --dataset digits --arch small-cnn --epochs 3 --batch-size 128 --seed 0 "
         "--img-size 16 --augment --out runs/d"
     )
+
+
+def test_recorded_command_parses_back_to_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every flag the recorded command carries (switches included) gives back the config that made it."""
+    import shlex
+
+    from imgserve.cli import build_parser
+    from imgserve.commands import train as train_command
+
+    config = TrainConfig(
+        dataset="fashion-mnist", arch="vgg3", epochs=20, label_smoothing=0.1, augment=True, tta_flip=True,
+        precision="bfloat16", time_budget_minutes=14.0,
+    )
+    cmd = command_line(config, Path("runs/f"))
+    assert "--precision bfloat16" in cmd and cmd.endswith("--augment --tta-flip --out runs/f")
+    seen: list[TrainConfig] = []
+
+    def record(c: TrainConfig, out: Path, **kwargs: object) -> None:
+        seen.append(c)
+        raise KeyboardInterrupt  # stop before any training
+
+    monkeypatch.setattr("training.train.train", record)
+    with pytest.raises(KeyboardInterrupt):
+        train_command.train_command(build_parser().parse_args(shlex.split(cmd)[1:]))
+    assert seen == [TrainConfig(**{**config.to_dict(), "command": cmd})]
 
 
 @pytest.mark.parametrize(
