@@ -16,8 +16,8 @@ from .precision import PRECISIONS
 @dataclass(frozen=True)
 class TrainConfig:
     """Every training knob. The defaults are v1's recipe (small-cnn, no augmentation): quick on any data set.
-    The shipped default (v2) adds ``--arch vgg3 --label-smoothing 0.1 --augment``; every version's metadata
-    records the command that made it."""
+    The shipped default (v3) adds ``--arch vgg3 --label-smoothing 0.1 --augment --precision bfloat16
+    --tta-flip``; every version's metadata records the command that made it."""
 
     dataset: str = "fashion-mnist"  # fashion-mnist | digits | path to a folder/zip of class folders
     arch: str = "small-cnn"

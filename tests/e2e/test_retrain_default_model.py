@@ -105,6 +105,7 @@ def test_folder_upload_warm_start_is_compared_with_production(admin: Server, tmp
 
         cand = registry.card(NAME, new)
         assert cand.labels == base.labels and cand.label_folders == base.label_folders and cand.parent_version == prod
+        assert cand.export.get("tta_flip") == base.export.get("tta_flip")  # a warm start answers the way its parent did
         vdir = registry.version_dir(NAME, new)
         for name in ("promotion.json", "MODEL_CARD.md", "confusion.png", "training_curves.png"):
             assert (vdir / name).is_file(), name

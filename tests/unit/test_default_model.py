@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from inference.registry import Registry
@@ -19,14 +20,17 @@ def test_shipped_default_model(variant: str) -> None:
     registry = Registry(ROOT / "models")
     version = registry.resolve("fashion-mnist")
     card = registry.card("fashion-mnist", version)
-    assert card.metrics["accuracy"]["fp32"] >= 0.93 and card.metrics["accuracy"][variant] >= 0.925
+    accuracy = card.metrics["accuracy"]
+    # issue 15's bar: >= 94.0 % fp32 on the official test set, INT8 within 0.3 points
+    assert accuracy["fp32"] >= 0.94 and accuracy["int8"] >= accuracy["fp32"] - 0.003
     assert card.command.startswith("imgserve train --dataset fashion-mnist")
     model = OnnxClassifier.load(registry.model_file("fashion-mnist", version, variant), card, variant)
     if not (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").is_file():
         pytest.skip("Debian dataset-fashion-mnist is not installed")
     test = load_fashion_mnist().test
-    probs = model.predict_pixels(test.x[:1000])
-    assert (probs.argmax(1) == test.y[:1000]).mean() >= 0.9
+    probs = np.concatenate([model.predict_pixels(test.x[i : i + 1000]) for i in range(0, len(test), 1000)])
+    # the shipped file scores what its card says (INT8 kernels differ a little between CPU instruction sets)
+    assert (probs.argmax(1) == test.y).mean() == pytest.approx(accuracy[variant], abs=0.002)
 
 
 def test_shipped_default_model_has_its_card_and_confusion_matrix(tmp_path: Path) -> None:
