@@ -121,11 +121,13 @@ def train(
         time.perf_counter() - t_start,
     )
 
-    from . import fit
+    tta_flip = resolve_tta_flip(config, dataset, parent)  # before TensorFlow loads: a wrong flag fails at once
 
-    tta_flip = resolve_tta_flip(config, dataset, parent)
+    from . import fit
+    from .mirror import mirror_averaged
+
     model, history, train_seconds = _fit(config, spec, dataset, train_split, parent, sink)
-    probs = fit.predict(_mirror(model) if tta_flip else model, dataset.test.x, spec)
+    probs = fit.predict(mirror_averaged(model) if tta_flip else model, dataset.test.x, spec)
     evaluation = evaluate_predictions(dataset.test.y, probs, dataset.labels)
     save_model(model, out / KERAS_FILE)
     _write_run(out, config, dataset, spec, history, parent, reference, tta_flip=tta_flip)
@@ -266,12 +268,6 @@ def resolve_tta_flip(config: TrainConfig, dataset: Dataset, parent: Parent | Non
     if wanted and not mirror_keeps_label:
         raise ConfigError(f"--tta-flip needs labels that survive a mirror image; the labels of {dataset.name} may not")
     return wanted
-
-
-def _mirror(model: Any) -> Any:
-    from .mirror import mirror_averaged
-
-    return mirror_averaged(model)
 
 
 
