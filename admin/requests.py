@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from serving.edge import read_body
 from training.architectures import ARCHITECTURES as _BUILDERS
+from training.config import TrainConfig
 
 ARCHITECTURES: tuple[str, ...] = tuple(_BUILDERS)  # training.architectures is the one list
 Architecture = Literal[ARCHITECTURES]  # type: ignore[valid-type]
@@ -47,7 +48,7 @@ class JobRequest(_Body):
 
     datasets: list[DatasetId] = Field(min_length=1, max_length=100, description="dataset ids (a single id is accepted)")
     model: ModelName | None = Field(None, description="registered model name; default: the runner's IMGSERVE_MODEL")
-    architecture: Architecture = "small-cnn"
+    architecture: Architecture = TrainConfig.arch
     epochs: int = Field(5, ge=1, le=500)
     base_version: Version | None = Field("production", description="warm start from; 'scratch' or null: from scratch")
     promote: PromotePolicy = "if-better"

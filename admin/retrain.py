@@ -29,6 +29,7 @@ from inference.atomic import atomic_write_json
 from inference.errors import ConfigError, InvalidInput
 from inference.labels import match_folders
 from inference.registry import KERAS_FILE, METADATA_FILE, VARIANT_FILES, Registry
+from training.config import TrainConfig
 
 from .policy import POLICIES, PROMOTION_FILE, Contender, Decision, decide, list_labelled_images, registered
 
@@ -44,7 +45,7 @@ class RetrainOptions:
     data: tuple[Path, ...]
     name: str
     models_dir: Path
-    arch: str = "small-cnn"
+    arch: str = TrainConfig.arch  # for training from scratch; a warm start keeps the base's
     epochs: int = 5
     img_size: int | None = None
     batch_size: int | None = None
@@ -193,7 +194,7 @@ def retrain(opts: RetrainOptions) -> dict[str, Any]:
     from export.pipeline import ExportOptions, stage_run
     from training.progress import step
     from training.runfiles import make_dir
-    from training.train import TrainConfig, train
+    from training.train import train
 
     registry = Registry(opts.models_dir)
     work = make_dir(Path(opts.work_dir or f"runs/retrain-{time.strftime('%Y%m%d-%H%M%S')}"), "the work directory")

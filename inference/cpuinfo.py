@@ -36,11 +36,18 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_field("flags") or "").split())
 
 
+def has_bfloat16() -> bool:
+    """Whether the CPU has bfloat16 units (AVX512_BF16 or AMX): what makes ``--precision bfloat16`` pay."""
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def cpu_summary() -> str:
-    """``AMD EPYC, AVX2`` / ``…, AVX-512, VNNI``: the model and what decides kernel speed."""
+    """``AMD EPYC, AVX2`` / ``…, AVX-512, VNNI, BF16``: the model and what decides kernel speed."""
     flags = cpu_flags()
     parts = [cpu_model()]
     parts += [name for flag, name in _ISAS if flag in flags][:1]
     if flags & {"avx512_vnni", "avx_vnni"}:
         parts.append("VNNI")
+    if has_bfloat16():
+        parts.append("BF16")
     return ", ".join(parts)

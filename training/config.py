@@ -46,7 +46,8 @@ class TrainConfig:
     # Anneal the learning rate by this many minutes and stop before an epoch would overrun them.
     time_budget_minutes: float | None = None
     # bfloat16: compute in bfloat16 while training (float32 weights; the saved model is float32). Faster only on
-    # CPUs with bfloat16 units (AVX512_BF16, AMX): 1.2x on the 2-vCPU AVX-512 machine; slower elsewhere.
+    # CPUs with bfloat16 units (AVX512_BF16, AMX): 1.2x on the 2-vCPU AVX-512 machine; elsewhere expect
+    # it to be slower (emulated; not measured: the machines here had them).
     precision: str = "float32"
     # Average each test image's probabilities with its mirror image's (evaluation and the exported model; twice
     # the model time per image). Inherited from a warm-start parent that had it.

@@ -4,7 +4,8 @@ Keras' ``mixed_bfloat16`` policy keeps the variables in float32 and computes in 
 move between a float32 copy of a model and a mixed copy unchanged: a model is built (or loaded) in float32,
 copied into a mixed twin for ``fit``, and copied back before anything is evaluated, saved or exported. ONNX
 export, INT8 calibration and serving therefore never see a bfloat16 op. Measured on the 2-vCPU AVX-512 machine
-(vgg3, batch 128): 74 ms per training step instead of 90; on a CPU without bfloat16 units it is slower.
+(vgg3, batch 128): 74 ms per training step instead of 90. A CPU without bfloat16 units has to emulate them;
+expect it to be slower there (not measured: the machines here had them).
 """
 
 from __future__ import annotations
@@ -16,16 +17,6 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("float32", "bfloat16")
 _POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether /proc/cpuinfo lists a bfloat16 instruction set (Linux; False elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            flags = next((line for line in fh if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:

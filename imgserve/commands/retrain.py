@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from training.architectures import ARCHITECTURES
+from training.config import TrainConfig
 
 from .registry_args import add_registry_args, default_models_dir
 
@@ -60,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=os.environ.get("IMGSERVE_MODEL", "fashion-mnist"),
                    help="model name in the registry (env IMGSERVE_MODEL); a new name starts a new model")
     add_registry_args(p)
-    p.add_argument("--arch", default="small-cnn", choices=tuple(ARCHITECTURES),
-                   help="architecture when training from scratch (a warm start keeps the base's)")
+    p.add_argument("--arch", default=TrainConfig.arch, choices=tuple(ARCHITECTURES),
+                   help=f"architecture when training from scratch (default {TrainConfig.arch}; a warm start keeps the base's)")
     p.add_argument("--epochs", type=int, default=5, help="max epochs (default 5)")
     p.add_argument("--img-size", type=int, default=None, help="input side in pixels (default: the base version's)")
     p.add_argument("--batch-size", type=int, default=None, help="default: about an eighth of the training images, 8..128")

@@ -6,9 +6,10 @@ import argparse
 import shlex
 from pathlib import Path
 
+from inference.cpuinfo import has_bfloat16
 from training.architectures import ARCHITECTURES
 from training.datasets import DATASET_NAMES
-from training.precision import PRECISIONS, cpu_has_bfloat16
+from training.precision import PRECISIONS
 from training.train import TrainConfig
 
 # option -> TrainConfig field; the first five always appear in the recorded command, others when not default
@@ -118,8 +119,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--precision",
         choices=PRECISIONS,
         default=d.precision,
-        help="bfloat16: compute in bfloat16 while training, float32 model out; faster only on CPUs with "
-        f"bfloat16 units (AVX512_BF16, AMX){' such as this one' if cpu_has_bfloat16() else ''} (default {d.precision})",
+        help="bfloat16: compute in bfloat16 while training, float32 model out; meant for CPUs with "
+        f"bfloat16 units (AVX512_BF16, AMX){' such as this one' if has_bfloat16() else ''} (default {d.precision})",
     )
     p.add_argument(
         "--time-budget-min",
