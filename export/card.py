@@ -111,7 +111,8 @@ def model_card_markdown(card: ModelCard, *, curves: bool = True) -> str:
         "## Training",
         f"- {t.get('epochs_run', 'n/a')} epochs (stopped by {t.get('stopped_by', 'n/a')}, best epoch "
         f"{t.get('best_epoch', 'n/a')}), {t.get('train_seconds', 'n/a')} s on {machine.get('cpus', '?')} CPUs{cpu}, "
-        f"1-min load average {_load(t.get('loadavg_1m_during_training'), machine)}",
+        f"1-min load average {_load(t.get('loadavg_1m_during_training'), machine)}"
+        + ("; computed in bfloat16 (float32 weights)" if (t.get("config") or {}).get("precision") == "bfloat16" else ""),
         "",
         "## Intended use and limits",
         *_limits(card),

@@ -57,7 +57,8 @@ def test_bfloat16_run_with_tta_flip_exports_a_float32_mirror_averaging_model(
     version = Registry(models).version_dir("fm", 1)
     card = Registry(models).card("fm", 1)
     assert card.export["tta_flip"] is True and "--precision bfloat16" in card.command and "--tta-flip" in card.command
-    assert "mirror image" in (version / "MODEL_CARD.md").read_text()
+    text = (version / "MODEL_CARD.md").read_text()
+    assert "mirror image" in text and "computed in bfloat16 (float32 weights)" in text
 
     # The ONNX model answers with the mean over each image and its mirror image; the plain model does not.
     test = load_dataset("fashion-mnist").test
