@@ -29,6 +29,7 @@ from inference.preprocess import normalize
 from inference.registry import KERAS_FILE, VARIANT_FILES, Registry, check_name
 from training import progress as steps
 from training.evaluate import Evaluation, evaluate_predictions
+from training.parent import run_tta_flip
 from training.run_dir import load_run
 from training.runfiles import read_or_explain
 
@@ -123,15 +124,9 @@ def stage_run(run_dir: str | os.PathLike[str], staged: Path, options: ExportOpti
     return card
 
 
-def tta_flip(run: dict[str, Any]) -> bool:
-    """Whether the run's predictions average each image with its mirror image (``imgserve train --tta-flip``,
-    or inherited from its warm-start parent)."""
-    return bool((run["config"].get("resolved") or {}).get("tta_flip"))
-
-
 def _served_model(model: Any, run: dict[str, Any]) -> Any:
     """What the ONNX files compute: the trained model, or it wrapped in flip averaging."""
-    if not tta_flip(run):
+    if not run_tta_flip(run["config"]):
         return model
     from training.mirror import mirror_averaged
 
@@ -268,7 +263,7 @@ def make_card(
             "onnxruntime": onnxruntime.__version__,
             "seconds": measured.seconds,
             "keras_file": options.include_keras,
-            "tta_flip": tta_flip(run),
+            "tta_flip": run_tta_flip(run["config"]),
         },
         parent_version=parent.get("version") if parent.get("name") == options.name else None,
         command=command,

@@ -67,9 +67,15 @@ def load_parent(init_from: str | None) -> Parent | None:
             Preprocessing(**tuples(json.loads(pre_file.read_text()))),
             {"path": str(path)},
             config.get("arch"),
-            tta_flip=bool((config.get("resolved") or {}).get("tta_flip")),
+            tta_flip=run_tta_flip(config),
         )
     return Parent(path, None, None, {"path": str(path)})
+
+
+def run_tta_flip(run_config: dict[str, Any]) -> bool:
+    """Whether a run (its config.json, as ``training.train`` resolved it) answers with flip averaging:
+    ``--tta-flip``, or inherited from its own warm-start parent."""
+    return bool((run_config.get("resolved") or {}).get("tta_flip"))
 
 
 def labels_reference(labels_from: str | None) -> Parent | None:

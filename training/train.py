@@ -216,7 +216,7 @@ def _fit(
             config.arch,
             ArchParams(spec.shape, len(dataset.labels), config.alpha, config.weights, config.dropout),
         )
-    flip = dataset.flip_invariant if config.flip is None else config.flip
+    flip = flips_keep_labels(config, dataset)
     shift = round(config.shift * min(spec.height, spec.width)) if config.augment else 0
     one_hot = len(dataset.labels) if config.label_smoothing > 0 else 0
     batches = fit.Batches(
@@ -260,12 +260,16 @@ def _fit(
     return model, history, seconds
 
 
+def flips_keep_labels(config: TrainConfig, dataset: Dataset) -> bool:
+    """Whether a mirror image keeps its label: the config's ``flip`` when set, else the dataset's own."""
+    return dataset.flip_invariant if config.flip is None else config.flip
+
+
 def resolve_tta_flip(config: TrainConfig, dataset: Dataset, parent: Parent | None) -> bool:
     """Whether test predictions average each image with its mirror image: asked for, or inherited from a
     warm-start parent; refused where a mirror image may change the label (digits, or ``flip=False``)."""
     wanted = config.tta_flip or (parent is not None and parent.tta_flip)
-    mirror_keeps_label = dataset.flip_invariant if config.flip is None else config.flip
-    if wanted and not mirror_keeps_label:
+    if wanted and not flips_keep_labels(config, dataset):
         raise ConfigError(f"--tta-flip needs labels that survive a mirror image; the labels of {dataset.name} may not")
     return wanted
 
