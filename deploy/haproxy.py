@@ -53,10 +53,24 @@ L7_RETRIES = """\
     option http-buffer-request"""
 
 
-def config(frontend_port: int, backends: list[Backend], *, socket_path: Path, ready_path: str,
+def loopback_listener() -> socket.socket:
+    """A listening socket on a free loopback port, for HAProxy to inherit (``bind fd@N``, see ``running``).
+
+    The port is held from the moment it is chosen. A port number picked earlier and bound by haproxy only
+    later (after the replicas have started) can be taken in between: each ``bentoml serve`` opens two
+    listeners of its own on random loopback ports. haproxy then exits on "cannot bind", and a connect to
+    the port reaches the other listener, so nothing noticed until no server state ever came back."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    return sock
+
+
+def config(frontend: str, backends: list[Backend], *, socket_path: Path, ready_path: str,
            check_interval_ms: int = 500, l7_retries: bool = True) -> str:
-    """haproxy.cfg text: one HTTP frontend on loopback, one backend health-checked on ``ready_path``.
-    ``l7_retries=False`` keeps HAProxy's default retries, to measure what clients see without them."""
+    """haproxy.cfg text: one HTTP frontend bound to ``frontend`` (``127.0.0.1:8080``, or ``fd@N`` for an
+    inherited listener), one backend health-checked on ``ready_path``. ``l7_retries=False`` keeps HAProxy's
+    default retries, to measure what clients see without them."""
     servers = "\n".join(f"    server {b.name} 127.0.0.1:{b.port} check" for b in backends)
     return f"""\
 global
@@ -77,7 +91,7 @@ defaults
     timeout queue 10s
 
 frontend imgserve
-    bind 127.0.0.1:{frontend_port}
+    bind {frontend}
     default_backend replicas
 
 backend replicas
@@ -98,26 +112,31 @@ def binary() -> str | None:
 
 
 @contextlib.contextmanager
-def running(cfg_text: str, workdir: Path, frontend_port: int, timeout_s: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
-    """haproxy in the foreground (``-db``) as a plain child process, stopped on exit."""
+def running(cfg_text: str, workdir: Path, *, socket_path: Path, listener: socket.socket | None = None,
+            timeout_s: float = 10.0) -> Iterator[subprocess.Popen[bytes]]:
+    """haproxy in the foreground (``-db``) as a plain child process, stopped on exit; ``listener`` (whose
+    descriptor the config binds as ``fd@N``) is handed over to it. Ready when its stats socket answers,
+    and only while the process still runs: a haproxy that exited is an error naming its log."""
     exe = binary()
     if exe is None:
         raise FileNotFoundError("haproxy is not installed (Debian package 'haproxy'; make system-deps)")
-    cfg = workdir / "haproxy.cfg"
+    cfg, log_path = workdir / "haproxy.cfg", workdir / "haproxy.log"
     cfg.write_text(cfg_text)
-    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True)
+    fds = () if listener is None else (listener.fileno(),)
+    check = subprocess.run([exe, "-c", "-f", str(cfg)], capture_output=True, text=True, pass_fds=fds)
     if check.returncode != 0:
         raise RuntimeError(f"haproxy rejected {cfg}:\n{check.stdout}{check.stderr}")
-    with open(workdir / "haproxy.log", "wb") as log:
+    with open(log_path, "wb") as log:
         proc = subprocess.Popen([exe, "-db", "-f", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=fds)
+    if listener is not None:
+        listener.close()  # haproxy holds its own copy; ours would queue connections after haproxy is gone
     try:
         deadline = time.monotonic() + timeout_s
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", frontend_port), timeout=0.5):
-                break
+        while not _answers(socket_path):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"haproxy did not listen on {frontend_port}; see {workdir / 'haproxy.log'}")
+                raise RuntimeError(f"haproxy is not running ({exit_note(proc)}); its log, {log_path}:\n"
+                                   + log_path.read_text(errors="replace")[-2000:])
             time.sleep(0.05)
         yield proc
     finally:
@@ -128,6 +147,19 @@ def running(cfg_text: str, workdir: Path, frontend_port: int, timeout_s: float =
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def exit_note(proc: subprocess.Popen[bytes]) -> str:
+    """Whether the haproxy process still runs, or how it ended."""
+    code = proc.poll()
+    return "running" if code is None else f"exited with {code}"
+
+
+def _answers(socket_path: Path) -> bool:
+    try:
+        return bool(stats(socket_path))
+    except OSError:
+        return False
 
 
 def stats(socket_path: Path) -> list[dict[str, str]]:

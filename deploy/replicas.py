@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import secrets
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,7 +36,6 @@ from deploy.stack import (
     admin_runner,
     base_env,
     environ,
-    free_port,
     publish,
     replica,
     seed_registry,
@@ -44,27 +44,35 @@ from inference.registry import Registry
 
 
 class LbWatch(threading.Thread):
-    """Polls HAProxy's view of the servers every 100 ms and records each change as an event."""
+    """Polls HAProxy's view of the servers every 100 ms and records each change as an event. A failed poll
+    is kept (``error``) and named when a wait times out, with how the haproxy process (``proc``) stands."""
 
     def __init__(self, socket_path: Path, mark: Callable[[str], None]):
         super().__init__(name="lb-watch", daemon=True)
         self.socket_path, self.mark, self.states = socket_path, mark, {}
         self.halt = threading.Event()
+        self.error = "none"
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def run(self) -> None:
         while not self.halt.wait(0.1):
-            with contextlib.suppress(OSError):
+            try:
                 now = haproxy.server_states(self.socket_path)
-                for name, status in sorted(now.items()):
-                    if self.states and self.states.get(name) != status:
-                        self.mark(f"balancer: {name} {self.states.get(name)} -> {status}")
-                self.states = now
+            except Exception as e:  # noqa: BLE001 - a poll that failed is reported by wait_for, never fatal
+                self.error = f"{type(e).__name__}: {e}"
+                continue
+            for name, status in sorted(now.items()):
+                if self.states and self.states.get(name) != status:
+                    self.mark(f"balancer: {name} {self.states.get(name)} -> {status}")
+            self.states = now
 
     def wait_for(self, name: str, status: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while self.states.get(name) != status:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the balancer did not see {name} {status} within {timeout_s} s: {self.states}")
+                process = "not started" if self.proc is None else haproxy.exit_note(self.proc)
+                raise TimeoutError(f"the balancer did not see {name} {status} within {timeout_s} s: {self.states} "
+                                   f"(haproxy {process}; last failed poll: {self.error})")
             time.sleep(0.05)
 
 
@@ -80,7 +88,8 @@ class Rehearsal:
         if registry:
             publish(workdir / "models", registry, env)
             log(f"registry: {registry} (published with imgserve models copy)")
-        self.lb_port = free_port()
+        self.lb_listener = haproxy.loopback_listener()  # held from now on: see haproxy.loopback_listener
+        self.lb_port = int(self.lb_listener.getsockname()[1])
         self.ready_path = mf.probe_path(mf.container(mf.find(mf.load_all(), "Deployment", mf.SERVING)), "readinessProbe")
         self.replicas = [replica(f"r{i + 1}", workdir, self.models, env, poll_interval_s) for i in range(replicas)]
         for r in self.replicas:
@@ -109,6 +118,7 @@ class Rehearsal:
 
     def run(self) -> Report:
         with contextlib.ExitStack() as stack:
+            stack.callback(self.lb_listener.close)
             stack.enter_context(environ(self.aws_env))
             self.registry = Registry(self.models, cache_dir=self.workdir / "cache-harness")
             self.registry.aliases_tag(MODEL)  # the S3 client's set-up (~0.5 s) happens now, not while timing
@@ -117,9 +127,11 @@ class Rehearsal:
                 proc.start()
             for proc in [*self.replicas, self.admin]:
                 self.log(f"{proc.name} ready on :{proc.port} after {proc.wait_ready():.1f} s")
-            cfg = haproxy.config(self.lb_port, [haproxy.Backend(r.name, r.port) for r in self.replicas],
+            cfg = haproxy.config(f"fd@{self.lb_listener.fileno()}",
+                                 [haproxy.Backend(r.name, r.port) for r in self.replicas],
                                  socket_path=self.socket_path, ready_path=self.ready_path, l7_retries=self.l7_retries)
-            stack.enter_context(haproxy.running(cfg, self.workdir, self.lb_port))
+            self.watch.proc = stack.enter_context(
+                haproxy.running(cfg, self.workdir, socket_path=self.socket_path, listener=self.lb_listener))
             self.watch.start()
             stack.callback(self.watch.halt.set)
             for r in self.replicas:

@@ -65,7 +65,7 @@ def test_kill_phase_failures_are_counted_not_judged() -> None:
 @pytest.mark.parametrize("l7_retries", [True, False])
 def test_generated_config_is_valid_haproxy(tmp_path: Path, l7_retries: bool) -> None:
     backends = [haproxy.Backend(f"r{i}", 40000 + i) for i in range(3)]
-    text = haproxy.config(41000, backends, socket_path=tmp_path / "s.sock", ready_path="/readyz", l7_retries=l7_retries)
+    text = haproxy.config("127.0.0.1:41000", backends, socket_path=tmp_path / "s.sock", ready_path="/readyz", l7_retries=l7_retries)
     (tmp_path / "haproxy.cfg").write_text(text)
     check = subprocess.run([haproxy.binary(), "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
