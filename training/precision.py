@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from inference.errors import ConfigError
+
 if TYPE_CHECKING:
     import keras
 
@@ -20,19 +22,40 @@ _POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
 
 
 def with_precision(model: keras.Model, precision: str) -> keras.Model:
-    """A copy of functional ``model`` computing in ``precision`` (its output layers stay float32, so the loss
-    sees float32 probabilities), holding the same weights."""
+    """A copy of ``model`` (functional or Sequential) computing in ``precision``, holding the same weights.
+    Its output layers stay float32, so the loss sees float32 probabilities. A subclassed model, whose config
+    does not list its layers, is a ConfigError: such a model can only be trained in float32."""
     import keras
 
     policy = _POLICY[precision]
-    config = model.get_config()
-    raw = config.get("output_layers") or []
-    outputs = {entry[0] for entry in ([raw] if raw and isinstance(raw[0], str) else raw)}  # one output: flat
+    try:
+        config = model.get_config()
+    except NotImplementedError:  # a subclassed model whose constructor Keras cannot describe
+        config = {}
+    if not isinstance(config.get("layers"), list) or not config["layers"]:
+        raise ConfigError(f"--precision {precision} needs a functional or Sequential Keras model; "
+                          f"{type(model).__name__} {model.name!r} is subclassed: train it with --precision float32")
+    outputs = _output_layers(config, sequential=isinstance(model, keras.Sequential))
     for layer in config["layers"]:
         _set_policy(layer["config"], "float32" if layer["config"].get("name") in outputs else policy)
-    twin = keras.Model.from_config(config)
-    twin.set_weights(model.get_weights())
-    return twin
+    return rebuilt(model, config)
+
+
+def rebuilt(model: keras.Model, config: dict[str, Any] | None = None) -> keras.Model:
+    """A new model of ``model``'s class (functional or Sequential) from ``config`` (default: its own),
+    holding ``model``'s weights, without its optimizer or compiled state."""
+    clone = type(model).from_config(model.get_config() if config is None else config)
+    clone.set_weights(model.get_weights())
+    return clone
+
+
+def _output_layers(config: dict[str, Any], *, sequential: bool) -> set[str]:
+    """Names of the layers whose outputs are the model's: a Sequential model's last layer, or a functional
+    model's ``output_layers`` (a flat ``[name, node, tensor]`` entry when there is one output)."""
+    if sequential:
+        return {config["layers"][-1]["config"]["name"]}
+    raw = config.get("output_layers") or []
+    return {entry[0] for entry in ([raw] if raw and isinstance(raw[0], str) else raw)}
 
 
 def _set_policy(config: Any, policy: str) -> None:

@@ -42,7 +42,7 @@ from .evaluate import evaluate_predictions
 from .evaluation_files import save_evaluation
 from .parent import Parent, labels_reference, load_parent
 from .plots import curves_png
-from .precision import with_precision
+from .precision import rebuilt, with_precision
 from .progress import machine_load, progress_sink
 from .run_dir import CURVES_FILE, HELDOUT_FILE, SUMMARY_FILE
 from .runfiles import explain_os_error, read_or_explain
@@ -274,16 +274,11 @@ def resolve_tta_flip(config: TrainConfig, dataset: Dataset, parent: Parent | Non
     return wanted
 
 
-
 def save_model(model: Any, path: Path) -> Path:
     """Save weights and architecture without the optimizer state (a warm start recompiles anyway): the
     .keras file is a third of the size, small enough to ship beside the ONNX files."""
-    import keras
-
     # Not keras.models.clone_model: it recompiles the clone when the model is compiled, optimizer included.
-    clean = keras.Model.from_config(model.get_config())
-    clean.set_weights(model.get_weights())
-    clean.save(path)
+    rebuilt(model).save(path)
     return path
 
 

@@ -12,13 +12,13 @@ import pytest
 from imgserve.cli import main
 from inference.preprocess import normalize
 from inference.registry import Registry
+from training.precision import with_precision
 
 pytestmark = pytest.mark.slow
 
 
 def test_with_precision_round_trip_keeps_weights_and_float32_outputs() -> None:
     from training.architectures import ArchParams, build_model
-    from training.precision import with_precision
 
     model = build_model("vgg3", ArchParams((28, 28, 1), 10))
     mixed = with_precision(model, "bfloat16")
@@ -72,3 +72,24 @@ def test_bfloat16_run_with_tta_flip_exports_a_float32_mirror_averaging_model(
     stored = keras.models.load_model(version / "model.keras", compile=False)
     assert np.allclose(np.asarray(stored(x, training=False)), plain, atol=1e-6)
     assert load_parent(str(version)).tta_flip is True
+
+
+def test_a_users_sequential_model_trains_in_bfloat16_and_comes_back_float32(tmp_path: Path) -> None:
+    """``--init-from`` takes any model.keras; a Sequential one (how most notebooks write a CNN) crashed in
+    with_precision, which only knew functional configs."""
+    import keras
+
+    seq = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(8, 3, activation="relu"),
+                            keras.layers.Flatten(), keras.layers.Dense(10, activation="softmax", name="out")])
+    mixed = with_precision(seq, "bfloat16")
+    assert isinstance(mixed, keras.Sequential)
+    assert [layer.dtype_policy.name for layer in mixed.layers] == ["mixed_bfloat16"] * 2 + ["float32"]
+    seq.save(tmp_path / "seq.keras")
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "digits", "--init-from", str(tmp_path / "seq.keras"), "--epochs", "4",
+            "--precision", "bfloat16", "--out", str(run)]
+    assert main(argv) == 0
+    trained = keras.models.load_model(run / "model.keras", compile=False)
+    assert isinstance(trained, keras.Sequential)
+    assert {layer.dtype_policy.name for layer in trained.layers} == {"float32"}
+    assert json.loads((run / "summary.json").read_text())["test_accuracy"] > 0.5  # it learned (chance: 0.1)
