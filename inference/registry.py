@@ -108,20 +108,26 @@ class Registry:
         elif ref == "latest":
             versions = self.list_versions(name)
             if not versions:
-                raise NotFound(f"model {name!r} has no versions in the registry")
+                raise self._no_versions(name)
             return versions[-1]
         else:
             value = self.aliases(name).get(ref)
             if value is None:
                 if not self.list_versions(name):
-                    raise NotFound(f"model {name!r} has no versions in the registry")
+                    raise self._no_versions(name)
                 raise NotFound(f"model {name!r} has no alias {ref!r}")
             version = int(value)
         if not self.storage.has_version(name, version):
             if not self.list_versions(name):
-                raise NotFound(f"model {name!r} has no versions in the registry")
+                raise self._no_versions(name)
             raise NotFound(f"model {name!r} has no version {version}")
         return version
+
+    def _no_versions(self, name: str) -> NotFound:
+        """The error for a model without versions, naming the registry (a mistyped root looks just like it)."""
+        missing = not self.remote and not Path(self.root).is_dir()
+        return NotFound(f"model {name!r} has no versions in the registry {self.root}"
+                        + (" (no such folder)" if missing else ""))
 
     def version_files(self, name: str, version: int) -> list[str]:
         return self.storage.files(check_name(name), version)

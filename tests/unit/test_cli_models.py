@@ -30,4 +30,7 @@ def test_models_list_show_promote_rollback(tmp_path: Path, capsys: pytest.Captur
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "promote", "nope", "3", "--models-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "imgserve models: error: model 'nope' has no versions in the registry"
+    assert err.strip() == f"imgserve models: error: model 'nope' has no versions in the registry {tmp_path}"
+    typo = tmp_path / "modles"  # a mistyped root is named as a folder that does not exist
+    assert main(["models", "promote", "nope", "3", "--models-dir", str(typo)]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"in the registry {typo} (no such folder)")
