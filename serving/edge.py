@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import math
 from typing import Any
 
@@ -120,6 +121,19 @@ async def read_body(request: Request, limit: int, what: str = "the request body"
     except ClientDisconnect:  # the client's doing: 499 in log and metrics, not a 400 we answered
         raise ClientDisconnected("the client closed the connection before sending the whole body") from None
     return b"".join(chunks)
+
+
+def json_object(data: bytes | memoryview, what: str) -> dict[str, Any]:
+    """``data`` parsed as a JSON object, or InvalidInput naming ``what``. Nesting too deep for Python's
+    parser (``[[[[…`` 100,000 levels: RecursionError, once a 500) is bad input like any other."""
+    try:
+        parsed = json.loads(bytes(data))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InvalidInput(f"{what} is not valid JSON: {reason}") from None
+    if not isinstance(parsed, dict):
+        raise InvalidInput(f"{what} must be a JSON object")
+    return parsed
 
 
 async def read_upload(upload: Any, limit: int, what: str = "the upload") -> bytes:

@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 
 from inference.errors import ImgServeError, InvalidInput, NotReady, PayloadTooLarge, UnsupportedMediaType
 
-from .edge import error_response, internal_error_response, read_body
+from .edge import error_response, internal_error_response, json_object, read_body
 from .lean import lean
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_json_values, to_raw
 from .oip_dataplane import InferResult, OipDataPlane
@@ -100,10 +100,8 @@ def _add_server_routes(router: APIRouter, plane: OipDataPlane) -> None:
     @router.post("/repository/index")
     async def repository_index(request: Request) -> Response:
         body = await read_body(request, 64 * 1024)
-        try:
-            ready = bool(json.loads(body).get("ready", False)) if body.strip() else False
-        except (ValueError, AttributeError):
-            raise InvalidInput('the repository index request must be empty or a JSON object like {"ready": true}') from None
+        what = 'the repository index request (empty, or a JSON object like {"ready": true})'
+        ready = bool(json_object(body, what).get("ready", False)) if body.strip() else False
         return Response(json.dumps(plane.repository_index(ready)), media_type="application/json")
 
 
@@ -200,13 +198,7 @@ def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any],
         if not 0 < n <= len(body):
             raise InvalidInput(f"{HEADER_LENGTH} is {n} but the body holds {len(body)} bytes")
         json_part, binary = body[:n], memoryview(body)[n:]
-    try:
-        header = json.loads(json_part)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the inference request is not valid JSON: {exc}") from None
-    if not isinstance(header, dict):
-        raise InvalidInput("the inference request must be a JSON object")
-    return header, binary
+    return json_object(json_part, "the inference request"), binary
 
 
 def _parse_request(

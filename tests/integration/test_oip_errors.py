@@ -73,6 +73,9 @@ def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> 
     url = f"http://{served.http_url}/v2/models/tiny/infer"
     bad = [
         (b"{not json", {}, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, {}, "not valid JSON: nested too deeply"),  # was a RecursionError: 500
+        (b'{"inputs": [' * 50_000, {"Inference-Header-Content-Length": "600000"}, "nested too deeply"),
+        (b"[1, 2]", {}, "must be a JSON object"),
         (json.dumps({"inputs": []}).encode(), {}, "non-empty 'inputs'"),
         (
             json.dumps(
@@ -101,6 +104,11 @@ def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> 
     for body, headers, text in bad:
         r = httpx.post(url, content=body, headers=headers)
         assert r.status_code == 400 and text in r.json()["error"], r.text
+    index = f"http://{served.http_url}/v2/repository/index"
+    for body in (b"[" * 30_000, b"[true]", b"{nope"):
+        r = httpx.post(index, content=body)
+        assert r.status_code == 400 and "repository index request" in r.json()["error"], r.text
+    assert httpx.post(index, content=b'{"ready": true}').status_code == 200
 
 
 def test_unimplemented_rpc(grpc_client) -> None:  # type: ignore[no-untyped-def]
