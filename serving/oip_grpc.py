@@ -3,7 +3,7 @@
 BentoML 1.4 cannot serve gRPC for ``@bentoml.service`` classes, so the service starts this ``grpc.aio`` server
 on its own event loop beside the HTTP app; both feed the same :class:`ModelRuntime` (one micro-batcher).
 The messages are tritonclient's published KServe v2 protobufs, not a copy. Errors are mapped to status codes
-in one place, :class:`ErrorInterceptor`.
+in one place, :class:`serving.grpc_interceptor.ErrorInterceptor`.
 
 Usage (inside the service's event loop)::
 
@@ -23,11 +23,8 @@ Client (unmodified tritonclient; :func:`infer_images` wraps this)::
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -37,11 +34,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from inference.errors import ImgServeError, InvalidInput
+from inference.errors import InvalidInput
 
-from .edge import retry_after_value
 from .grpc_edge import OVERLOAD_OPTIONS, GrpcSecurity, add_port
 from .grpc_health import ReadinessHealth
+from .grpc_interceptor import ErrorInterceptor, RpcObserver
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
 from .ratelimit import grpc_client
@@ -179,68 +176,6 @@ def _timeout_s(request: pb.ModelInferRequest, context: Any) -> float | None:
     if timeout_us > 0:
         candidates.append(timeout_us / 1e6)
     return min(candidates) if candidates else None
-
-
-RpcObserver = Callable[[str, str, float], None]  # (endpoint "grpc:ModelInfer", status code name, seconds)
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """The one place exceptions become gRPC status codes: ``ImgServeError.grpc_code`` with its message,
-    a ``retry-after`` trailer for UNAVAILABLE, UNIMPLEMENTED for RPCs imgserve does not offer, INTERNAL
-    (details logged, not sent) for anything unexpected. It also reports each RPC's outcome to ``on_rpc``
-    (same shape as the HTTP metrics' ``observe_request``)."""
-
-    def __init__(self, on_rpc: RpcObserver | None = None, security: GrpcSecurity | None = None):
-        self._on_rpc = on_rpc
-        self._security = security or GrpcSecurity()
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        behavior = handler.unary_unary
-        method = handler_call_details.method
-        endpoint = "grpc:" + method.rsplit("/", 1)[-1]
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            t0 = time.perf_counter()
-            code, details, trailer = grpc.StatusCode.OK, "", ()
-            try:
-                self._security.check(method, handler_call_details.invocation_metadata)
-                result = behavior(request, context)
-                return (await result) if inspect.isawaitable(result) else result
-            except grpc.aio.AbortError:  # the handler aborted by itself
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except ImgServeError as exc:
-                code, details = getattr(grpc.StatusCode, exc.grpc_code), exc.message
-                if exc.retry_after:
-                    trailer = (("retry-after", retry_after_value(exc.retry_after)),)
-            except NotImplementedError:
-                code, details = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by imgserve"
-            except asyncio.CancelledError:
-                code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception:
-                log.exception("unexpected error in %s", method)
-                code, details = grpc.StatusCode.INTERNAL, "internal server error"
-            finally:
-                if self._on_rpc is not None:
-                    try:
-                        self._on_rpc(endpoint, getattr(code, "name", str(code)), time.perf_counter() - t0)
-                    except Exception:
-                        log.exception("RPC observer failed")
-            await context.abort(code, details, trailing_metadata=trailer)
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
 
 
 class GrpcServer:

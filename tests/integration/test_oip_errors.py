@@ -114,3 +114,24 @@ def test_invalid_output_and_malformed_body(served, grpc_client, http_client) -> 
 def test_unimplemented_rpc(grpc_client) -> None:  # type: ignore[no-untyped-def]
     err = _grpc_error(lambda: grpc_client.load_model("tiny"))  # the repository load/unload extension
     assert err.status() == "StatusCode.UNIMPLEMENTED"
+
+
+@pytest.mark.parametrize(
+    ("method", "kind"),
+    [("ModelInfer", "inference.ModelInferRequest"), ("ModelMetadata", "inference.ModelMetadataRequest")],
+)
+def test_a_message_that_does_not_parse_is_invalid_argument(served, method: str, kind: str) -> None:  # type: ignore[no-untyped-def]
+    """Raw bytes that are no protobuf message: INVALID_ARGUMENT naming the type (gRPC alone said UNKNOWN,
+    "Unexpected <class 'google.protobuf.message.DecodeError'>"); the server goes on answering."""
+    import grpc
+
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        call = channel.unary_unary(f"/inference.GRPCInferenceService/{method}",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        with pytest.raises(grpc.RpcError) as err:
+            call(b"\x0a\xff\xff\xff\xff\x0f" + b"x" * 10, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details() == f"the request is not a valid {kind} message"
+        live = channel.unary_unary("/inference.GRPCInferenceService/ServerLive",
+                                   request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        assert live(b"", timeout=10) == b"\x08\x01"  # ServerLiveResponse(live=true)
