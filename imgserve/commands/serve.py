@@ -62,16 +62,23 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
     return argv, env, root
 
 
-def check_settings(env: dict[str, str]) -> None:
+def check_settings(env: dict[str, str], flags: dict[str, str] | None = None) -> None:
     """What bentoml's workers will read from ``env``, read here first: a bad value (``--workers 0``, a registry
-    path that is a file) is one error line instead of a traceback from every worker."""
+    path that is a file) is one error line instead of a traceback from every worker. ``flags`` (variable ->
+    the flag that set it) makes the line name the flag the user typed, e.g. ``--workers (IMGSERVE_WORKERS)``."""
     from unittest import mock
 
     from inference.storage import is_remote, open_storage
     from serving.settings import ServeSettings
 
-    with mock.patch.dict(os.environ, env, clear=True):
-        ServeSettings.from_env()
+    try:
+        with mock.patch.dict(os.environ, env, clear=True):
+            ServeSettings.from_env()
+    except ConfigError as exc:
+        message = exc.message
+        for var, flag in (flags or {}).items():
+            message = message.replace(f"{var}:", f"{flag} ({var}):")
+        raise ConfigError(message) from None
     if not is_remote(env["IMGSERVE_MODELS_DIR"]):  # an s3:// registry is checked by the workers' first read
         open_storage(env["IMGSERVE_MODELS_DIR"])
 
@@ -82,7 +89,8 @@ def serve(args: argparse.Namespace) -> int:
         from inference.session import check_providers
 
         check_providers(env["IMGSERVE_PROVIDERS"].split(","))
-    check_settings(env)
+    check_settings(env, {var: "--" + dest.replace("_", "-") for dest, var in ENV_FLAGS.items()
+                         if getattr(args, dest, None) is not None})
     if args.dry_run:
         print(" ".join(argv))
         return 0

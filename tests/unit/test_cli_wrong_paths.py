@@ -62,12 +62,23 @@ def test_ports_out_of_range_are_usage_errors(
 
 
 @pytest.mark.parametrize(("flags", "message"), [
-    (["--workers", "0"], "IMGSERVE_WORKERS: Input should be greater than or equal to 1"),
-    (["--timeout", "-1"], "IMGSERVE_TIMEOUT_S: Input should be greater than 0"),
+    (["--workers", "0"], "--workers (IMGSERVE_WORKERS): Input should be greater than or equal to 1"),
+    (["--timeout", "-1"], "--timeout (IMGSERVE_TIMEOUT_S): Input should be greater than 0"),
+    (["--max-batch-size", "0"], "--max-batch-size (IMGSERVE_MAX_BATCH_SIZE): Input should be greater than or equal to 1"),
 ])
 def test_serve_checks_the_settings_its_workers_will_read(
     capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
-    """They were a ConfigError traceback from each bentoml worker importing service.py."""
+    """They were a ConfigError traceback from each bentoml worker importing service.py; the line names the flag
+    the user typed (it named only the environment variable the flag becomes)."""
     assert main(["serve", *flags, "--dry-run"]) == 2
     assert capsys.readouterr().err.strip() == f"imgserve serve: error: invalid serving settings: {message}"
+
+
+def test_a_bad_environment_variable_is_named_as_such(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMGSERVE_MAX_QUEUE", "-3")
+    assert main(["serve", "--dry-run"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "imgserve serve: error: invalid serving settings: IMGSERVE_MAX_QUEUE: Input should be greater than or equal to 1")
