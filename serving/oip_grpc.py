@@ -41,6 +41,7 @@ from .grpc_health import ReadinessHealth
 from .grpc_interceptor import ErrorInterceptor, RpcObserver
 from .oip_codec import RequestedOutput, Tensor, from_raw, from_values, to_raw
 from .oip_dataplane import OipDataPlane
+from .ports import foreign_listeners
 from .ratelimit import grpc_client
 from .runtime import ModelRuntime
 
@@ -233,6 +234,10 @@ async def start_grpc_server(
     _enable_reflection(server)
     bound = add_port(server, host, port, security)
     await server.start()
+    if reuse_port and (others := foreign_listeners(bound)):  # see serving/ports.py
+        await server.stop(None)
+        raise OSError(f"the OIP gRPC port {bound} is already served by another server: {'; '.join(others)}. "
+                      "Stop it, or give this one another port (IMGSERVE_GRPC_PORT; 0 turns gRPC off)")
     await health.sync()
     health.start()
     log.info(

@@ -10,11 +10,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inference.errors import ConfigError
 from inference.storage import normalize_root
 
 from .argtypes import port
+
+if TYPE_CHECKING:
+    from serving.settings import ServeSettings
 
 # flag dest -> environment variable (only set when the flag is given)
 ENV_FLAGS = {
@@ -62,7 +66,7 @@ def serve_command(args: argparse.Namespace, environ: dict[str, str] | None = Non
     return argv, env, root
 
 
-def check_settings(env: dict[str, str], flags: dict[str, str] | None = None) -> None:
+def check_settings(env: dict[str, str], flags: dict[str, str] | None = None) -> ServeSettings:
     """What bentoml's workers will read from ``env``, read here first: a bad value (``--workers 0``, a registry
     path that is a file) is one error line instead of a traceback from every worker. ``flags`` (variable ->
     the flag that set it) makes the line name the flag the user typed, e.g. ``--workers (IMGSERVE_WORKERS)``."""
@@ -73,7 +77,7 @@ def check_settings(env: dict[str, str], flags: dict[str, str] | None = None) -> 
 
     try:
         with mock.patch.dict(os.environ, env, clear=True):
-            ServeSettings.from_env()
+            settings = ServeSettings.from_env()
     except ConfigError as exc:
         message = exc.message
         for var, flag in (flags or {}).items():
@@ -81,6 +85,20 @@ def check_settings(env: dict[str, str], flags: dict[str, str] | None = None) -> 
         raise ConfigError(message) from None
     if not is_remote(env["IMGSERVE_MODELS_DIR"]):  # an s3:// registry is checked by the workers' first read
         open_storage(env["IMGSERVE_MODELS_DIR"])
+    return settings
+
+
+def check_ports(host: str, port: int, settings: ServeSettings) -> None:
+    """The HTTP and OIP gRPC ports are free: one error line instead of BentoML's traceback (HTTP) or the
+    workers' repeated start-up failures (gRPC; serving/ports.py)."""
+    from serving.ports import port_taken
+
+    grpc_host = settings.grpc_host or host
+    for what, on, number, setting in (("HTTP", host, port, "--port"),
+                                      ("OIP gRPC", grpc_host, settings.grpc_port, "IMGSERVE_GRPC_PORT; 0 turns gRPC off")):
+        if number and port_taken(on, number):
+            raise ConfigError(f"the {what} port {on}:{number} is in use by another process: stop it, or choose "
+                              f"another port ({setting})")
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -89,11 +107,12 @@ def serve(args: argparse.Namespace) -> int:
         from inference.session import check_providers
 
         check_providers(env["IMGSERVE_PROVIDERS"].split(","))
-    check_settings(env, {var: "--" + dest.replace("_", "-") for dest, var in ENV_FLAGS.items()
-                         if getattr(args, dest, None) is not None})
-    if args.dry_run:
+    settings = check_settings(env, {var: "--" + dest.replace("_", "-") for dest, var in ENV_FLAGS.items()
+                                    if getattr(args, dest, None) is not None})
+    if args.dry_run:  # ports are not checked: they may be free or taken by the time the command runs
         print(" ".join(argv))
         return 0
+    check_ports(args.host, args.port, settings)
     os.chdir(root)
     os.execvpe(argv[0], argv, env)  # replaces this process: signals reach bentoml directly
     return 0  # pragma: no cover

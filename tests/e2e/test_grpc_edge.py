@@ -10,6 +10,8 @@ import ipaddress
 import shutil
 import ssl
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,8 @@ import tritonclient.grpc.aio as grpcaio
 from tritonclient.utils import InferenceServerException
 
 from inference.registry import Registry
-from tests.e2e.conftest import Server, free_port, running_server, tiny_server
+from tests.e2e.conftest import ROOT, Server, free_port, running_server, server_env, tiny_server
+from tests.e2e.processes import stop
 from tests.fixtures import encode_image, register_tiny, sample_image
 
 pytestmark = pytest.mark.e2e
@@ -130,6 +133,42 @@ def test_grpc_over_tls_with_the_inference_token(tls_server: tuple[Server, int, P
         assert info.value.status() in ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
     finally:
         plaintext.close()
+
+
+def test_a_second_server_on_the_same_grpc_port_gives_up_instead_of_sharing_it(
+    tls_server: tuple[Server, int, Path], tmp_path: Path
+) -> None:
+    """Workers bind gRPC with SO_REUSEPORT to share the port among themselves, and a second `bentoml serve` on
+    the same IMGSERVE_GRPC_PORT used to bind it as well, without a word: the kernel then handed the first
+    server's gRPC clients to either server. Now its workers see a listener that is not their own server's,
+    stop, and say who holds the port; the first server keeps the port to itself."""
+    server, grpc_port, cert = tls_server
+    registry = Registry(tmp_path / "models")
+    register_tiny(registry)
+    log = tmp_path / "second.log"
+    cmd = [sys.executable, "-m", "bentoml", "serve", ".", "--port", str(free_port()), "--host", "127.0.0.1"]
+    with open(log, "wb") as out:
+        second = subprocess.Popen(cmd, cwd=ROOT, env=server_env(registry, tmp_path / "bentoml", workers=1,
+                                                                 poll_interval_s=0, grpc_port=grpc_port),
+                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while f"the OIP gRPC port {grpc_port} is already served by another server: pid" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        first = {p.pid for p in psutil.Process(server.proc.pid).children(recursive=True)}
+        holders = {c.pid for c in psutil.net_connections("tcp")
+                   if c.status == psutil.CONN_LISTEN and c.laddr.port == grpc_port}
+        assert holders and holders <= first, (holders, first)
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}", ssl=True, root_certificates=str(cert))
+        try:
+            for _ in range(20):  # new connections each time would have been split between the two servers
+                assert client.infer("tiny", [_image_input(grpcclient, _png())], headers=AUTH).as_numpy(
+                    "probabilities").shape == (1, 10)
+        finally:
+            client.close()
+    finally:
+        stop(second)
 
 
 # ---- finding 9: a burst is answered OK or UNAVAILABLE, never CANCELLED ---------------------------------
