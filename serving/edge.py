@@ -123,11 +123,11 @@ async def read_body(request: Request, limit: int, what: str = "the request body"
     return b"".join(chunks)
 
 
-def json_object(data: bytes | memoryview, what: str) -> dict[str, Any]:
+def json_object(data: bytes, what: str) -> dict[str, Any]:
     """``data`` parsed as a JSON object, or InvalidInput naming ``what``. Nesting too deep for Python's
     parser (``[[[[…`` 100,000 levels: RecursionError, once a 500) is bad input like any other."""
     try:
-        parsed = json.loads(bytes(data))
+        parsed = json.loads(data)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidInput(f"{what} is not valid JSON: {reason}") from None
